@@ -1,0 +1,230 @@
+"""REST API views: parse input, check access, call one service or selector, serialize."""
+
+from __future__ import annotations
+
+import django_filters
+from django.contrib.auth import get_user_model
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotations import permissions as access
+from annotations import selectors, services
+from annotations.api import serializers as s
+from annotations.models import Instance, Job, Prediction
+from explain_worker.model_loading import list_architectures
+
+
+class ProjectListCreate(generics.ListAPIView):
+    serializer_class = s.ProjectOutput
+
+    def get_queryset(self):
+        return access.projects_for_user(self.request.user).order_by("name")
+
+    @extend_schema(request=s.ProjectInput, responses={201: s.ProjectOutput})
+    def post(self, request: Request) -> Response:
+        data = s.ProjectInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_create(created_by=request.user, **data.validated_data)
+        return Response(s.ProjectOutput(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetail(APIView):
+    @extend_schema(responses=s.ProjectOutput)
+    def get(self, request: Request, project_id: int) -> Response:
+        return Response(s.ProjectOutput(access.access_project_by_id(request.user, project_id)).data)
+
+
+class ProjectMembers(APIView):
+    @extend_schema(request=s.MembershipInput, responses={201: None})
+    def post(self, request: Request, project_id: int) -> Response:
+        project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        data = s.MembershipInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = get_user_model().objects.filter(username=data.validated_data["username"]).first()
+        if user is None:
+            return Response({"username": ["No such user."]}, status=status.HTTP_400_BAD_REQUEST)
+        services.membership_add(project=project, user=user, role=data.validated_data["role"])
+        return Response(status=status.HTTP_201_CREATED)
+
+
+class DatasetList(generics.ListAPIView):
+    serializer_class = s.DatasetOutput
+
+    def get_queryset(self):
+        project = access.access_project_by_id(
+            self.request.user, self.kwargs["project_id"], allowed=access.READ_DETAILS
+        )
+        return selectors.dataset_list(project=project)
+
+
+class DatasetImport(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": s.DatasetImportInput}, responses={202: s.JobOutput}
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        data = s.DatasetImportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        job = services.dataset_import_start(
+            project=project,
+            archive_file=v["archive"],
+            manifest_file=v.get("manifest"),
+            options=services.ImportOptions(
+                dataset_name=v["name"], default_split=v["default_split"], on_error=v["on_error"]
+            ),
+            created_by=request.user,
+        )
+        return _accepted(job)
+
+
+class InstanceFilter(django_filters.FilterSet):
+    class Meta:
+        model = Instance
+        fields = ["split", "label"]
+
+
+class InstanceList(generics.ListAPIView):
+    serializer_class = s.InstanceOutput
+    filterset_class = InstanceFilter
+
+    def get_queryset(self):
+        dataset = access.access_dataset_by_id(self.request.user, self.kwargs["dataset_id"])
+        return selectors.instance_list(dataset=dataset)
+
+
+class InstanceDetail(APIView):
+    @extend_schema(responses=s.InstanceOutput)
+    def get(self, request: Request, instance_id: int) -> Response:
+        return Response(
+            s.InstanceOutput(access.access_instance_by_id(request.user, instance_id)).data
+        )
+
+
+class InstanceImage(APIView):
+    @extend_schema(responses={(200, "image/*"): bytes})
+    def get(self, request: Request, instance_id: int) -> FileResponse:
+        instance = access.access_instance_by_id(request.user, instance_id)
+        return FileResponse(instance.image.open("rb"))
+
+
+class ModelVersionListRegister(generics.ListAPIView):
+    serializer_class = s.ModelVersionOutput
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        project = access.access_project_by_id(
+            self.request.user, self.kwargs["project_id"], allowed=access.READ_DETAILS
+        )
+        return selectors.model_version_list(project=project)
+
+    @extend_schema(
+        request={"multipart/form-data": s.ModelRegisterInput}, responses={201: s.ModelVersionOutput}
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        data = s.ModelRegisterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        mv, job = services.model_version_register(
+            project=project,
+            spec=_spec_input(v, kind=v["kind"]),
+            weights_file=v["weights"],
+            created_by=request.user,
+        )
+        body = s.ModelVersionOutput(mv).data | {"job": s.JobOutput(job).data}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class PredictionsImport(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": s.PredictionsImportInput}, responses={202: s.JobOutput}
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        data = s.PredictionsImportInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        mv, job = services.predictions_import_start(
+            project=project,
+            spec=_spec_input(v, kind="predictions_only"),
+            predictions_file=v["predictions"],
+            saliency_file=v.get("saliency"),
+            created_by=request.user,
+        )
+        return _accepted(job, model_version=s.ModelVersionOutput(mv).data)
+
+
+def _spec_input(v: dict, *, kind: str) -> services.ModelSpecInput:
+    return services.ModelSpecInput(
+        name=v["name"],
+        kind=kind,
+        input_size=v["input_size"],
+        mean=v["mean"],
+        std=v["std"],
+        label_order=v.get("label_order") or (),
+        architecture=v.get("architecture", ""),
+        notes=v.get("notes", ""),
+    )
+
+
+def _accepted(job: Job, **extra: object) -> Response:
+    body = s.JobOutput(job).data | extra
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class ModelVersionDetail(APIView):
+    @extend_schema(responses=s.ModelVersionOutput)
+    def get(self, request: Request, model_version_id: int) -> Response:
+        mv = access.access_model_version_by_id(request.user, model_version_id)
+        return Response(s.ModelVersionOutput(mv).data)
+
+
+class PredictionFilter(django_filters.FilterSet):
+    min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
+    max_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
+    true_label = django_filters.CharFilter(field_name="instance__label")
+    split = django_filters.CharFilter(field_name="instance__split")
+
+    class Meta:
+        model = Prediction
+        fields = ["label"]
+
+
+class PredictionList(generics.ListAPIView):
+    serializer_class = s.PredictionOutput
+    filterset_class = PredictionFilter
+
+    def get_queryset(self):
+        mv = access.access_model_version_by_id(self.request.user, self.kwargs["model_version_id"])
+        return selectors.prediction_list(model_version=mv)
+
+
+class JobList(generics.ListAPIView):
+    serializer_class = s.JobOutput
+    filterset_fields = ["kind", "status"]
+
+    def get_queryset(self):
+        project = access.access_project_by_id(self.request.user, self.kwargs["project_id"])
+        return selectors.job_list(project=project)
+
+
+class JobDetail(APIView):
+    @extend_schema(responses=s.JobOutput)
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(s.JobOutput(access.access_job_by_id(request.user, job_id)).data)
+
+
+class ArchitectureList(APIView):
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "string"}}})
+    def get(self, request: Request) -> Response:
+        return Response(list_architectures())

@@ -1,0 +1,97 @@
+"""Access checks: one ``access_*_by_id`` helper per object type, used by every view.
+
+A user who is not a member of an object's project gets 404 (the object's existence is not
+revealed); a member whose roles do not allow the action gets 403. Superusers pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from annotations.models import Dataset, Instance, Job, ModelVersion, Project, Role
+
+User = AbstractBaseUser | AnonymousUser
+
+# Who may do what. Experts get task-scoped access through review rounds (a later issue),
+# so for now they see the project but none of its instances or predictions.
+MANAGE: frozenset[str] = frozenset({Role.SCIENTIST})
+READ_DETAILS: frozenset[str] = frozenset({Role.SCIENTIST, Role.APPROVER})
+READ_AGGREGATES: frozenset[str] = frozenset(Role.values)
+
+
+def roles_in_project(user: User, project_id: int) -> set[str]:
+    if not user.is_authenticated:
+        return set()
+    if user.is_superuser:
+        return set(Role.values)
+    return set(user.memberships.filter(project_id=project_id).values_list("role", flat=True))
+
+
+def projects_for_user(user: User) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user).distinct()
+
+
+def _check(user: User, project_id: int, allowed: Collection[str], what: str) -> None:
+    roles = roles_in_project(user, project_id)
+    if not roles:
+        raise Http404(f"No {what} with that id.")
+    if not roles & set(allowed):
+        needed = " or ".join(sorted(allowed))
+        raise PermissionDenied(f"This needs the {needed} role in the project.")
+
+
+def access_project_by_id(
+    user: User, project_id: int, *, allowed: Collection[str] = READ_AGGREGATES
+) -> Project:
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        raise Http404("No project with that id.")
+    _check(user, project.pk, allowed, "project")
+    return project
+
+
+def access_dataset_by_id(
+    user: User, dataset_id: int, *, allowed: Collection[str] = READ_DETAILS
+) -> Dataset:
+    dataset = Dataset.objects.select_related("project").filter(pk=dataset_id).first()
+    if dataset is None:
+        raise Http404("No dataset with that id.")
+    _check(user, dataset.project_id, allowed, "dataset")
+    return dataset
+
+
+def access_instance_by_id(
+    user: User, instance_id: int, *, allowed: Collection[str] = READ_DETAILS
+) -> Instance:
+    instance = Instance.objects.select_related("dataset").filter(pk=instance_id).first()
+    if instance is None:
+        raise Http404("No instance with that id.")
+    _check(user, instance.project_id, allowed, "instance")
+    return instance
+
+
+def access_model_version_by_id(
+    user: User, model_version_id: int, *, allowed: Collection[str] = READ_DETAILS
+) -> ModelVersion:
+    mv = ModelVersion.objects.select_related("project").filter(pk=model_version_id).first()
+    if mv is None:
+        raise Http404("No model version with that id.")
+    _check(user, mv.project_id, allowed, "model version")
+    return mv
+
+
+def access_job_by_id(user: User, job_id: int, *, allowed: Collection[str] = READ_AGGREGATES) -> Job:
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        raise Http404("No job with that id.")
+    _check(user, job.project_id, allowed, "job")
+    return job

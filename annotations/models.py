@@ -157,6 +157,10 @@ class ModelVersion(models.Model):
     # Class names in the order of the model's outputs; every name is in project.labels.
     label_order = models.JSONField(default=list)
     status = models.CharField(max_length=20, choices=ModelStatus.choices, default=ModelStatus.READY)
+    # Module names that produce feature maps (valid Grad-CAM layers) and the default one,
+    # read from the model at registration so requests can validate a layer without loading it.
+    layer_names = models.JSONField(default=list, blank=True)
+    default_layer = models.CharField(max_length=200, blank=True)
     notes = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -209,8 +213,10 @@ class Prediction(models.Model):
 class Explanation(models.Model):
     """An attribution map for (instance, model version, method, target class).
 
-    The raw map is stored as compressed float16; overlays are rendered where they are
-    looked at. ``method="imported"`` holds maps a team uploaded with its predictions.
+    The raw map is stored as compressed float16 by the worker; the colour overlay and the
+    thumbnail are rendered on first view and cached (rendering costs more than attributing,
+    see PERFORMANCE.md). ``method="imported"`` holds maps a team uploaded with its
+    predictions. ``params`` records the settings it was computed with (steps, layer, ...).
     """
 
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="explanations")
@@ -221,6 +227,8 @@ class Explanation(models.Model):
     target = models.CharField(max_length=200)
     params = models.JSONField(default=dict, blank=True)
     raw = models.FileField(upload_to="explanations/", max_length=300)
+    # True when negative values mean evidence against the target (IG, Occlusion).
+    signed = models.BooleanField(default=False)
     overlay = models.FileField(upload_to="explanations/", blank=True, max_length=300)
     thumbnail = models.FileField(upload_to="explanations/", blank=True, max_length=300)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -267,6 +275,9 @@ class Job(models.Model):
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # Hostname of the worker running the job; a job whose worker stops sending heartbeats
+    # is re-queued (see services.jobs_requeue_orphaned).
+    worker = models.CharField(max_length=255, blank=True)
     # Outcome details, e.g. the per-file report of a dataset import.
     result = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(

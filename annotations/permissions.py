@@ -13,7 +13,15 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from annotations.models import Dataset, Instance, Job, ModelVersion, Project, Role
+from annotations.models import (
+    Dataset,
+    Explanation,
+    Instance,
+    Job,
+    ModelVersion,
+    Project,
+    Role,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -95,3 +103,17 @@ def access_job_by_id(user: User, job_id: int, *, allowed: Collection[str] = READ
         raise Http404("No job with that id.")
     _check(user, job.project_id, allowed, "job")
     return job
+
+
+def access_explanation_by_id(
+    user: User, explanation_id: int, *, allowed: Collection[str] = READ_DETAILS
+) -> Explanation:
+    exp = (
+        Explanation.objects.select_related("instance", "model_version")
+        .filter(pk=explanation_id)
+        .first()
+    )
+    if exp is None:
+        raise Http404("No explanation with that id.")
+    _check(user, exp.model_version.project_id, allowed, "explanation")
+    return exp

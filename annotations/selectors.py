@@ -87,3 +87,43 @@ def dataset_split_counts(*, project: Project) -> list[dict]:
         .annotate(n=Count("id"))
         .order_by("dataset__name", "split")
     )
+
+
+def explanation_scope(*, model_version: ModelVersion, params: dict) -> QuerySet[Instance]:
+    """The instances an explanation job covers (its ``params``: instance_ids, split)."""
+    qs = Instance.objects.filter(project_id=model_version.project_id)
+    if params.get("instance_ids") is not None:
+        qs = qs.filter(pk__in=params["instance_ids"])
+    if params.get("split"):
+        qs = qs.filter(split=params["split"])
+    return qs
+
+
+def instances_missing_explanations(
+    *, model_version: ModelVersion, params: dict
+) -> QuerySet[Instance]:
+    """Instances of a job's scope without a map yet, annotated with ``predicted_label`` (None
+    when not predicted yet). With no fixed target, the target is each instance's predicted
+    class, so "done" means a map exists for exactly that class."""
+    from django.db.models import Exists, OuterRef, Subquery
+
+    from annotations.models import Explanation
+
+    predicted = Prediction.objects.filter(
+        instance=OuterRef("pk"), model_version=model_version
+    ).values("label")[:1]
+    qs = explanation_scope(model_version=model_version, params=params).annotate(
+        predicted_label=Subquery(predicted)
+    )
+    target = params.get("target")
+    done = Explanation.objects.filter(
+        instance=OuterRef("pk"),
+        model_version=model_version,
+        method=params["method"],
+        target=target if target is not None else OuterRef("predicted_label"),
+    )
+    return qs.exclude(Exists(done)).order_by("id")
+
+
+def explanation_list(*, model_version: ModelVersion) -> QuerySet:
+    return model_version.explanations.order_by("instance_id", "method", "target")

@@ -25,9 +25,13 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_default_queue="default",
-    task_queues=(Queue("default"), Queue("explain"), Queue("cluster")),
+    # Each queue needs its own routing key: Celery binds queues declared without one to the
+    # default key, and a direct exchange then copies every message into all of them.
+    task_queues=tuple(Queue(name, routing_key=name) for name in ("default", "explain", "cluster")),
+    task_default_routing_key="default",
     task_routes={
         "explain_worker.tasks.compute_predictions": {"queue": "explain"},
+        "explain_worker.tasks.compute_explanations": {"queue": "explain"},
         "annotations.tasks.import_dataset": {"queue": "default"},
     },
     broker_connection_retry_on_startup=True,

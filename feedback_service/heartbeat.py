@@ -1,4 +1,5 @@
-"""Worker liveness written to the database, so /healthz works on every broker transport."""
+"""Worker liveness written to the database, so /healthz works on every broker transport, and
+the sweep that re-queues jobs whose worker died."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ def beat_once(*, hostname: str, queues: list[str]) -> None:
     )
 
 
+def _send_on_own_connection(task_name: str, job_id: int) -> None:
+    # The worker's producer pool belongs to its event loop; a message sent through it from
+    # this thread can wait forever. A connection of our own, used once, cannot.
+    from feedback_service.celery import app
+
+    with app.connection_for_write() as conn:
+        app.send_task(task_name, args=[job_id], connection=conn)
+
+
+def sweep_orphaned_jobs() -> list[int]:
+    from annotations.services import jobs_requeue_orphaned
+
+    embedded = str(settings.CELERY_BROKER_URL).startswith("filesystem://")
+    return jobs_requeue_orphaned(
+        stale_seconds=settings.WORKER_STALE_SECONDS,
+        queued_seconds=settings.JOB_LOST_MESSAGE_SECONDS if embedded else None,
+        send=_send_on_own_connection,
+    )
+
+
 def start_heartbeat_thread(*, hostname: str, queues: list[str]) -> threading.Thread:
     stop = threading.Event()
 
@@ -30,7 +51,9 @@ def start_heartbeat_thread(*, hostname: str, queues: list[str]) -> threading.Thr
             try:
                 close_old_connections()
                 beat_once(hostname=hostname, queues=queues)
-            except Exception:
+                # Every worker sweeps; the claim inside makes one of them win each job.
+                sweep_orphaned_jobs()
+            except Exception:  # a failed beat or sweep must not end the thread
                 logger.exception("worker heartbeat failed")
             finally:
                 # Do not hold a connection (or a SQLite lock) between beats.

@@ -143,6 +143,8 @@ TORCH_DEVICE: str = env.str("TORCH_DEVICE", default="auto")  # auto | cpu | cuda
 PREDICTION_BATCH_SIZE: int = env.int("PREDICTION_BATCH_SIZE", default=64)
 # A task handles this many batches, then re-queues itself: a crash loses one chunk at most.
 PREDICTION_BATCHES_PER_TASK: int = env.int("PREDICTION_BATCHES_PER_TASK", default=8)
+EXPLAIN_BATCH_SIZE: int = env.int("EXPLAIN_BATCH_SIZE", default=32)
+EXPLAIN_BATCHES_PER_TASK: int = env.int("EXPLAIN_BATCHES_PER_TASK", default=4)
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL: str = env.str(
@@ -170,6 +172,8 @@ CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=2100)
 # Seconds after which a worker that has not written a heartbeat counts as gone (/healthz).
 WORKER_HEARTBEAT_SECONDS: int = env.int("WORKER_HEARTBEAT_SECONDS", default=10)
 WORKER_STALE_SECONDS: int = env.int("WORKER_STALE_SECONDS", default=45)
+# Embedded broker only: a job queued this long without starting lost its message; re-send it.
+JOB_LOST_MESSAGE_SECONDS: int = env.int("JOB_LOST_MESSAGE_SECONDS", default=600)
 
 # --- API ----------------------------------------------------------------------------------
 REST_FRAMEWORK = {

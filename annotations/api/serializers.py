@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from annotations.models import (
     Dataset,
+    Explanation,
     Instance,
     Job,
     ModelKind,
@@ -168,3 +169,63 @@ class JobOutput(serializers.ModelSerializer):
 
     def get_url(self, obj: Job) -> str:
         return reverse("api-job-detail", args=[obj.pk])
+
+
+class ExplainSettings(serializers.Serializer):
+    """Method settings; which apply depends on the method (see the README)."""
+
+    n_steps = serializers.IntegerField(required=False, help_text="IntegratedGradients steps")
+    internal_batch_size = serializers.IntegerField(
+        required=False, help_text="IntegratedGradients: scaled inputs per forward pass"
+    )
+    layer = serializers.CharField(required=False, help_text="GradCAM target layer")
+    window = serializers.IntegerField(required=False, help_text="Occlusion window (px)")
+    stride = serializers.IntegerField(required=False, help_text="Occlusion stride (px)")
+
+
+class ExplanationRequestInput(ExplainSettings):
+    instance = serializers.IntegerField()
+    method = serializers.CharField(
+        help_text="saliency, integrated_gradients (ig), gradcam, occlusion"
+    )
+    target = serializers.CharField(
+        required=False, allow_null=True, help_text="a class name; default: the predicted class"
+    )
+
+
+class ExplainBulkInput(ExplainSettings):
+    method = serializers.CharField()
+    target = serializers.CharField(required=False, allow_null=True)
+    split = serializers.CharField(required=False, allow_null=True)
+    instance_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+
+
+class ExplanationOutput(serializers.ModelSerializer):
+    raw_url = serializers.SerializerMethodField()
+    overlay_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Explanation
+        fields = [
+            "id",
+            "instance",
+            "model_version",
+            "method",
+            "target",
+            "params",
+            "signed",
+            "created_at",
+            "raw_url",
+            "overlay_url",
+            "thumbnail_url",
+        ]
+
+    def get_raw_url(self, obj: Explanation) -> str:
+        return reverse("api-explanation-file", args=[obj.pk, "raw"])
+
+    def get_overlay_url(self, obj: Explanation) -> str:
+        return reverse("api-explanation-file", args=[obj.pk, "overlay"])
+
+    def get_thumbnail_url(self, obj: Explanation) -> str:
+        return reverse("api-explanation-file", args=[obj.pk, "thumbnail"])

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
@@ -53,6 +53,26 @@ urlpatterns = [
         "model-versions/<int:model_version_id>/predictions/",
         views.PredictionList.as_view(),
         name="api-predictions",
+    ),
+    path(
+        "model-versions/<int:model_version_id>/explanations/",
+        views.ExplanationListRequest.as_view(),
+        name="api-explanations",
+    ),
+    path(
+        "model-versions/<int:model_version_id>/explain/",
+        views.ExplainBulk.as_view(),
+        name="api-explain",
+    ),
+    path(
+        "explanations/<int:explanation_id>/",
+        views.ExplanationDetail.as_view(),
+        name="api-explanation-detail",
+    ),
+    re_path(
+        r"^explanations/(?P<explanation_id>\d+)/(?P<kind>raw|overlay|thumbnail)/$",
+        views.ExplanationFile.as_view(),
+        name="api-explanation-file",
     ),
     path("jobs/<int:job_id>/", views.JobDetail.as_view(), name="api-job-detail"),
 ]

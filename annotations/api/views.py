@@ -228,3 +228,84 @@ class ArchitectureList(APIView):
     @extend_schema(responses={200: {"type": "array", "items": {"type": "string"}}})
     def get(self, request: Request) -> Response:
         return Response(list_architectures())
+
+
+def _settings(v: dict) -> dict:
+    return {k: v[k] for k in services.explanations.PARAM_FIELDS if k in v}
+
+
+class ExplanationListRequest(generics.ListAPIView):
+    """GET: the model version's explanations. POST: one instance on demand: 200 with the
+    cached explanation, or 202 with the job computing it (ask again when it is done)."""
+
+    serializer_class = s.ExplanationOutput
+    filterset_fields = ["method", "target", "instance"]
+
+    def get_queryset(self):
+        mv = access.access_model_version_by_id(self.request.user, self.kwargs["model_version_id"])
+        return selectors.explanation_list(model_version=mv)
+
+    @extend_schema(
+        request=s.ExplanationRequestInput,
+        responses={200: s.ExplanationOutput, 202: s.JobOutput},
+    )
+    def post(self, request: Request, model_version_id: int) -> Response:
+        mv = access.access_model_version_by_id(request.user, model_version_id)
+        data = s.ExplanationRequestInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        spec = services.explanations.explain_spec(
+            model_version=mv, method=v["method"], target=v.get("target"), params=_settings(v)
+        )
+        instance = Instance.objects.filter(pk=v["instance"]).first()
+        if instance is None:
+            return Response({"instance": ["No such instance."]}, status=400)
+        cached, job = services.explanations.explanation_request(
+            model_version=mv, instance=instance, spec=spec, created_by=request.user
+        )
+        if cached is not None:
+            return Response(s.ExplanationOutput(cached).data)
+        return _accepted(job)
+
+
+class ExplainBulk(APIView):
+    @extend_schema(request=s.ExplainBulkInput, responses={202: s.JobOutput})
+    def post(self, request: Request, model_version_id: int) -> Response:
+        mv = access.access_model_version_by_id(
+            request.user, model_version_id, allowed=access.MANAGE
+        )
+        data = s.ExplainBulkInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        spec = services.explanations.explain_spec(
+            model_version=mv, method=v["method"], target=v.get("target"), params=_settings(v)
+        )
+        job = services.explanations.explanations_start(
+            model_version=mv,
+            spec=spec,
+            created_by=request.user,
+            split=v.get("split"),
+            instance_ids=v.get("instance_ids"),
+        )
+        return _accepted(job)
+
+
+class ExplanationDetail(APIView):
+    @extend_schema(responses=s.ExplanationOutput)
+    def get(self, request: Request, explanation_id: int) -> Response:
+        exp = access.access_explanation_by_id(request.user, explanation_id)
+        return Response(s.ExplanationOutput(exp).data)
+
+
+class ExplanationFile(APIView):
+    """The raw map (.npz, float16 under key "attribution"), the overlay PNG with its legend,
+    or the thumbnail. Overlay and thumbnail are rendered on first request and kept."""
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request: Request, explanation_id: int, kind: str) -> FileResponse:
+        exp = access.access_explanation_by_id(request.user, explanation_id)
+        if kind == "raw":
+            name = exp.raw.name
+        else:
+            name = services.explanations.explanation_rendering(explanation=exp, kind=kind)
+        return FileResponse(exp.raw.storage.open(name, "rb"))

@@ -79,6 +79,10 @@ def start_worker(transactional_db, tmp_path: Path) -> Iterator[Callable[..., Wor
             "BROKER_FOLDER": str(settings.BROKER_FOLDER),
             "PREDICTION_BATCH_SIZE": str(settings.PREDICTION_BATCH_SIZE),
             "PREDICTION_BATCHES_PER_TASK": str(settings.PREDICTION_BATCHES_PER_TASK),
+            "EXPLAIN_BATCH_SIZE": str(settings.EXPLAIN_BATCH_SIZE),
+            "EXPLAIN_BATCHES_PER_TASK": str(settings.EXPLAIN_BATCHES_PER_TASK),
+            # A killed worker's jobs are taken over quickly.
+            "WORKER_STALE_SECONDS": "4",
             "WORKER_HEARTBEAT_SECONDS": "1",
             "TORCH_THREADS": "1",
         }

@@ -1,0 +1,206 @@
+"""The demo: the generated "rooms" dataset with planted failures, a small CNN trained on it,
+and one user per role. Used by ``manage.py seed_demo`` (and so by ``make run``).
+
+Every step checks what exists first, so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.contrib.auth import get_user_model
+from django.core.files import File
+from django.db import transaction
+
+from annotations import services
+from annotations.models import Job, ModelVersion, Project, Role
+from explain_worker import rooms, rooms_cnn
+
+PROJECT_SLUG = "rooms"
+DATASET_NAME = "rooms"
+MODEL_NAME = "rooms-cnn"
+DEMO_PASSWORD = "demo-pass"
+DEMO_USERS = {
+    "scientist": Role.SCIENTIST,
+    "expert": Role.EXPERT,
+    "approver": Role.APPROVER,
+    "viewer": Role.VIEWER,
+}
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    n_train: int = 2000
+    n_test: int = 500
+    n_deployment: int = 300
+    epochs: int | None = None  # None: the trainer's default
+    seed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.n_train + self.n_test + self.n_deployment
+
+
+@dataclass
+class DemoResult:
+    project: Project
+    created: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    model_version: ModelVersion | None = None
+    prediction_job: Job | None = None
+
+
+def seed_demo(*, size: DemoSize = DemoSize(), log: Callable[[str], None] = print) -> DemoResult:
+    users = _ensure_users(log)
+    project, created = _ensure_project(users["scientist"])
+    result = DemoResult(project=project, created=["project"] if created else [])
+    for username, role in DEMO_USERS.items():
+        services.membership_add(project=project, user=users[username], role=role)
+
+    dataset = project.datasets.filter(name=DATASET_NAME).first()
+    if dataset is None or dataset.instances.count() < size.total:
+        log(f"Generating {size.total} room images and importing them ...")
+        _import_rooms(project, size, log)
+        result.created.append("dataset")
+    else:
+        log(f"Dataset '{DATASET_NAME}' is there ({dataset.instances.count()} instances).")
+
+    mv = project.model_versions.filter(name=MODEL_NAME).first()
+    if mv is None:
+        log("Training the demo CNN on the train split (CPU) ...")
+        mv, job, metrics = _train_and_register(project, users["scientist"], size)
+        result.created.append("model_version")
+        result.metrics = metrics
+        result.prediction_job = job
+        log(
+            f"Trained in {metrics['seconds']:.0f} s, train accuracy "
+            f"{metrics['train_accuracy']:.2f}; registered {mv}; prediction job {job.pk} "
+            "queued for the worker."
+        )
+    else:
+        log(f"Model version {mv} is there ({mv.predictions.count()} predictions).")
+    result.model_version = mv
+    return result
+
+
+def _ensure_users(log: Callable[[str], None]) -> dict:
+    User = get_user_model()
+    users = {}
+    for username in DEMO_USERS:
+        user, created = User.objects.get_or_create(username=username)
+        if created:
+            user.set_password(DEMO_PASSWORD)
+            # The scientist may use the admin to look at raw rows.
+            user.is_staff = username == "scientist"
+            user.save()
+        users[username] = user
+    return users
+
+
+def _ensure_project(owner) -> tuple[Project, bool]:
+    project = Project.objects.filter(slug=PROJECT_SLUG).first()
+    if project is not None:
+        return project, False
+    project = services.project_create(
+        name="Rooms (demo)",
+        slug=PROJECT_SLUG,
+        description=(
+            "Generated room scenes with planted failures: "
+            + "; ".join(rooms.PLANTED_FAILURES.values())
+        ),
+        labels=list(rooms.CLASSES),
+        concept_vocabulary=list(rooms.CONCEPTS),
+        created_by=owner,
+    )
+    return project, True
+
+
+def _import_rooms(project: Project, size: DemoSize, log: Callable[[str], None]) -> None:
+    """Write the generated images into a manifest zip and import it through the same service
+    a user's upload goes through, in this process."""
+    manifest = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rooms.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+            for sample in rooms.generate_rooms(
+                n_train=size.n_train,
+                n_test=size.n_test,
+                n_deployment=size.n_deployment,
+                seed=size.seed,
+            ):
+                name = f"{sample.split}/{sample.index:05d}.png"
+                buffer = io.BytesIO()
+                sample.image.save(buffer, format="PNG", compress_level=1)
+                zf.writestr(name, buffer.getvalue())
+                manifest.append(
+                    {
+                        "path": name,
+                        "label": sample.label,
+                        "split": sample.split,
+                        "metadata": {
+                            "generator_index": sample.index,
+                            "true_label": sample.true_label,
+                            "objects": [dict(o) for o in sample.objects],
+                            "planted": list(sample.planted),
+                        },
+                    }
+                )
+            zf.writestr("manifest.json", json.dumps(manifest))
+        with path.open("rb") as fh:
+            job = services.dataset_import_start(
+                project=project,
+                archive_file=File(fh, name="rooms.zip"),
+                options=services.ImportOptions(dataset_name=DATASET_NAME),
+                created_by=None,
+                run_now=True,
+            )
+        report = services.dataset_import_run(job=job)
+    log(f"Imported {report.get('written', 0)} images ({len(report.get('errors', []))} rejected).")
+
+
+def _train_and_register(project: Project, owner, size: DemoSize) -> tuple[ModelVersion, Job, dict]:
+    train = [
+        s
+        for s in rooms.generate_rooms(
+            n_train=size.n_train, n_test=0, n_deployment=0, seed=size.seed
+        )
+        if s.split == "train"
+    ]
+    images = np.stack([np.asarray(s.image, dtype=np.uint8) for s in train])
+    label_index = {label: i for i, label in enumerate(rooms.CLASSES)}
+    labels = np.array([label_index[s.label] for s in train], dtype=np.int64)
+    started = time.perf_counter()
+    kwargs = {"epochs": size.epochs} if size.epochs else {}
+    model, metrics = rooms_cnn.train_rooms_cnn(
+        images, labels, num_classes=len(rooms.CLASSES), seed=size.seed, **kwargs
+    )
+    metrics = dict(metrics) | {"seconds": time.perf_counter() - started}
+    spec = services.ModelSpecInput(
+        name=MODEL_NAME,
+        kind="architecture",
+        architecture="rooms_cnn",
+        input_size=rooms_cnn.ROOMS_INPUT_SIZE,
+        mean=list(rooms_cnn.ROOMS_MEAN),
+        std=list(rooms_cnn.ROOMS_STD),
+        label_order=list(rooms.CLASSES),
+        notes=f"Demo CNN trained by seed_demo: {json.dumps(metrics, default=float)}",
+    )
+    with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+        torch.save(model.state_dict(), tmp.name)
+        with open(tmp.name, "rb") as fh, transaction.atomic():
+            mv, job = services.model_version_register(
+                project=project,
+                spec=spec,
+                weights_file=File(fh, name="rooms_cnn.pt"),
+                created_by=owner,
+            )
+    return mv, job, metrics

@@ -1,0 +1,263 @@
+"""Explanations: validated requests for attribution maps, queued as jobs; the worker's writes.
+
+A map is keyed by (instance, model version, method, target class). Every request is checked
+completely before anything is queued, so bad input answers 400 and leaves no job behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from PIL import Image
+
+from annotations import selectors
+from annotations.models import (
+    Explanation,
+    Instance,
+    Job,
+    JobKind,
+    JobStatus,
+    ModelKind,
+    ModelVersion,
+    Prediction,
+    Split,
+)
+from annotations.services._errors import field_error
+from annotations.services.jobs import enqueue_on_commit, job_create
+from explain_worker import attribution, rendering
+
+logger = logging.getLogger(__name__)
+
+# Settings a caller may pass with a request, by name; everything else is refused.
+PARAM_FIELDS = ("n_steps", "internal_batch_size", "layer", "window", "stride")
+
+
+@dataclass(frozen=True)
+class ExplainSpec:
+    """A validated explanation request: what to compute, for which target."""
+
+    method: str
+    config: attribution.AttributionConfig
+    # A class name, or None for "the class the model predicts for each instance".
+    target: str | None
+
+    def job_params(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            # The constructor arguments, so the worker rebuilds exactly this config.
+            "config": dataclasses.asdict(self.config),
+            "target": self.target,
+        }
+
+
+def explain_spec(
+    *,
+    model_version: ModelVersion,
+    method: str,
+    target: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> ExplainSpec:
+    """Validate method, target and settings against the model version.
+
+    Raises ValidationError naming the field: ``model_version`` (no model to explain),
+    ``method``, ``target`` (not in the label set), ``layer`` (no such layer) or the setting.
+    """
+    if model_version.kind == ModelKind.PREDICTIONS_ONLY:
+        raise field_error(
+            "model_version",
+            "This model version holds imported predictions only; there is no model to "
+            "explain. Import its saliency maps with the predictions instead.",
+        )
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(PARAM_FIELDS))
+    if unknown:
+        raise field_error(unknown[0], f"Unknown setting; use {', '.join(PARAM_FIELDS)}.")
+    try:
+        canonical = attribution.canonical_method(method)
+        config = attribution.AttributionConfig(method=canonical, **params)
+    except attribution.AttributionConfigError as exc:
+        raise field_error(exc.field, exc.message) from exc
+    except TypeError as exc:  # a setting of the wrong type
+        raise field_error("params", str(exc)) from exc
+    if canonical == "gradcam":
+        layer = config.layer or model_version.default_layer
+        if layer not in model_version.layer_names:
+            tail = ", ".join(model_version.layer_names[-6:])
+            raise field_error(
+                "layer", f"No layer '{layer}' with feature maps in this model; e.g. {tail}."
+            )
+        config = attribution.AttributionConfig(method=canonical, **(params | {"layer": layer}))
+    if target is not None and target not in model_version.label_order:
+        raise field_error(
+            "target",
+            f"'{target}' is not a class of this model; use one of "
+            f"{', '.join(model_version.label_order)}.",
+        )
+    return ExplainSpec(method=canonical, config=config, target=target)
+
+
+def _unfinished_job(model_version: ModelVersion, params: dict[str, Any]) -> Job | None:
+    for job in Job.objects.filter(
+        model_version=model_version,
+        kind=JobKind.EXPLAIN,
+        status__in=[JobStatus.QUEUED, JobStatus.RUNNING],
+    ).order_by("-created_at")[:50]:
+        if job.params == params:
+            return job
+    return None
+
+
+def explanation_request(
+    *,
+    model_version: ModelVersion,
+    instance: Instance,
+    spec: ExplainSpec,
+    created_by: Any,
+) -> tuple[Explanation | None, Job | None]:
+    """One instance on demand. Returns (the cached explanation, None) when it exists, else
+    (None, the job computing it); asking again while it runs returns the same job."""
+    if instance.project_id != model_version.project_id:
+        raise field_error("instance", "This instance belongs to another project.")
+    target = spec.target
+    if target is None:
+        target = (
+            Prediction.objects.filter(instance=instance, model_version=model_version)
+            .values_list("label", flat=True)
+            .first()
+        )
+    if target is not None:
+        cached = Explanation.objects.filter(
+            instance=instance, model_version=model_version, method=spec.method, target=target
+        ).first()
+        if cached is not None:
+            return cached, None
+    params = spec.job_params() | {"instance_ids": [instance.pk], "split": None}
+    with transaction.atomic():
+        job = _unfinished_job(model_version, params)
+        if job is None:
+            job = job_create(
+                project=model_version.project,
+                kind=JobKind.EXPLAIN,
+                model_version=model_version,
+                created_by=created_by,
+                params=params,
+                total=1,
+            )
+            enqueue_on_commit("explain_worker.tasks.compute_explanations", job.pk)
+    return None, job
+
+
+def explanations_start(
+    *,
+    model_version: ModelVersion,
+    spec: ExplainSpec,
+    created_by: Any,
+    split: str | None = None,
+    instance_ids: Collection[int] | None = None,
+    enqueue: bool = True,
+) -> Job:
+    """Queue attributions for many instances: all of the project's, one split's, or a list.
+    With ``enqueue=False`` the caller runs the job itself (the CLI's ``--in-process``)."""
+    if split is not None and split not in Split.values:
+        raise field_error("split", f"Unknown split '{split}'; use {', '.join(Split.values)}.")
+    if instance_ids is not None:
+        ids = sorted(set(instance_ids))
+        found = set(
+            Instance.objects.filter(pk__in=ids, project_id=model_version.project_id).values_list(
+                "pk", flat=True
+            )
+        )
+        foreign = [i for i in ids if i not in found]
+        if foreign:
+            raise field_error(
+                "instance_ids",
+                f"Not instances of this project: {', '.join(map(str, foreign[:10]))}.",
+            )
+        instance_ids = ids
+    params = spec.job_params() | {
+        "instance_ids": list(instance_ids) if instance_ids is not None else None,
+        "split": split,
+    }
+    scope = selectors.explanation_scope(model_version=model_version, params=params)
+    job = job_create(
+        project=model_version.project,
+        kind=JobKind.EXPLAIN,
+        model_version=model_version,
+        created_by=created_by,
+        params=params,
+        total=scope.count(),
+    )
+    if enqueue:
+        enqueue_on_commit("explain_worker.tasks.compute_explanations", job.pk)
+    return job
+
+
+def _raw_name(mv: ModelVersion, method: str, target: str, instance_id: int) -> str:
+    return f"explanations/{mv.project_id}/{mv.pk}/{method}/{target}/{instance_id}.npz"
+
+
+def explanations_write(
+    *,
+    model_version: ModelVersion,
+    method: str,
+    params: dict[str, Any],
+    signed: bool,
+    items: Sequence[tuple[int, str, bytes]],
+) -> int:
+    """Store a batch of raw maps, given as (instance id, target class, encoded map).
+
+    Paths are deterministic, so a batch redone after a crash overwrites its own files, and
+    rows are unique per key, so it adds no row twice. Returns the number of rows inserted.
+    """
+    rows = []
+    for instance_id, target, raw in items:
+        name = _raw_name(model_version, method, target, instance_id)
+        if default_storage.exists(name):
+            default_storage.delete(name)
+        default_storage.save(name, ContentFile(raw))
+        exp = Explanation(
+            instance_id=instance_id,
+            model_version=model_version,
+            method=method,
+            target=target,
+            params=params,
+            signed=signed,
+        )
+        exp.raw.name = name
+        rows.append(exp)
+    before = Explanation.objects.filter(model_version=model_version, method=method).count()
+    Explanation.objects.bulk_create(rows, ignore_conflicts=True)
+    return Explanation.objects.filter(model_version=model_version, method=method).count() - before
+
+
+def explanation_rendering(*, explanation: Explanation, kind: str) -> str:
+    """The storage name of the overlay (``kind="overlay"``) or thumbnail, rendered from the
+    raw map on first request and kept for the next."""
+    field = explanation.overlay if kind == "overlay" else explanation.thumbnail
+    if field:
+        return field.name
+    with explanation.raw.open("rb") as fh:
+        attribution_map = rendering.decode_raw(fh.read())
+    with explanation.instance.image.open("rb") as fh:
+        image = Image.open(fh)
+        image.load()
+    image = image.convert("RGB")
+    if kind == "overlay":
+        data = rendering.render_overlay(image, attribution_map, signed=explanation.signed)
+        suffix = "overlay.png"
+    else:
+        data = rendering.render_thumbnail(image, attribution_map, signed=explanation.signed)
+        suffix = "thumb.webp" if data[:4] == b"RIFF" else "thumb.png"
+    name = explanation.raw.name.rsplit(".", 1)[0] + f".{suffix}"
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    field.name = default_storage.save(name, ContentFile(data))
+    explanation.save(update_fields=[kind])
+    return field.name

@@ -1,0 +1,367 @@
+"""Batched attribution maps (Saliency, Integrated Gradients, Grad-CAM, Occlusion) with Captum.
+
+Every method turns a preprocessed NCHW batch and one target class per image into one 2-D map
+per image at the model's input resolution, computed for the whole batch in one Captum call.
+Models come from ``load_model``: in eval mode with frozen parameters, so every backward pass
+here computes gradients for the inputs (or the Grad-CAM layer) only, never for the weights.
+This module must stay free of Django.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+from torch import nn
+
+SALIENCY = "saliency"
+INTEGRATED_GRADIENTS = "integrated_gradients"
+GRADCAM = "gradcam"
+OCCLUSION = "occlusion"
+
+METHODS: dict[str, str] = {
+    SALIENCY: "Saliency: absolute input gradient of the class score (max over channels).",
+    INTEGRATED_GRADIENTS: (
+        "Integrated Gradients from a black (zero) baseline, summed over channels; signed."
+    ),
+    GRADCAM: "Grad-CAM on a convolutional layer, upsampled to the input size.",
+    OCCLUSION: "Occlusion: drop in the class score when a square patch is set to zero; signed.",
+}
+
+ALIASES: dict[str, str] = {
+    "ig": INTEGRATED_GRADIENTS,
+    "integratedgradients": INTEGRATED_GRADIENTS,
+    "integrated-gradients": INTEGRATED_GRADIENTS,
+    "grad_cam": GRADCAM,
+    "grad-cam": GRADCAM,
+    "layer_gradcam": GRADCAM,
+    "layergradcam": GRADCAM,
+    "vanilla_gradient": SALIENCY,
+    "gradient": SALIENCY,
+    "feature_occlusion": OCCLUSION,
+}
+
+# Methods whose maps can be negative (evidence against the class); the others are >= 0.
+SIGNED_METHODS = frozenset({INTEGRATED_GRADIENTS, OCCLUSION})
+
+MAX_IG_STEPS = 512
+MAX_WINDOW = 512
+# Scaled images per IG forward pass when the caller sets no bound: keeps activation memory close
+# to that of one ordinary batch (resnet18 at 224 px stays well under 2 GB), while still giving
+# small models enough work per convolution to keep both cores busy.
+DEFAULT_IG_INTERNAL_BATCH = 64
+# Occluded copies per forward pass; Occlusion is forward-only, so memory is small anyway.
+_OCCLUSION_IMAGES_PER_PASS = 128
+# How many layer names an error message lists: the last ones are the useful Grad-CAM choices.
+_LAYERS_SHOWN = 8
+
+
+class AttributionConfigError(ValueError):
+    """An attribution setting is invalid; ``field`` names it, ``message`` is shown to the user."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def canonical_method(name: str) -> str:
+    """Resolve a method name or alias (case-insensitive) to its canonical name."""
+    key = name.strip().lower()
+    if key in METHODS:
+        return key
+    if key in ALIASES:
+        return ALIASES[key]
+    raise AttributionConfigError(
+        "method", f"Unknown method {name!r}; use one of {', '.join(METHODS)}."
+    )
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    """One attribution method and its settings; stored with each explanation via ``params()``."""
+
+    method: str
+    n_steps: int = 32
+    internal_batch_size: int | None = None
+    layer: str | None = None
+    window: int = 8
+    stride: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", canonical_method(self.method))
+        if self.layer is not None:
+            object.__setattr__(self, "layer", self.layer.strip() or None)
+        # Ranges are checked for every method, so a stored config is valid whatever it is used for.
+        _check_int("n_steps", self.n_steps, 1, MAX_IG_STEPS, "Integrated Gradients steps")
+        if self.internal_batch_size is not None:
+            _check_int("internal_batch_size", self.internal_batch_size, 1, None, "internal batch")
+        _check_int("window", self.window, 1, MAX_WINDOW, "occlusion window")
+        _check_int("stride", self.stride, 1, MAX_WINDOW, "occlusion stride")
+        if self.stride > self.window:
+            raise AttributionConfigError(
+                "stride",
+                f"The occlusion stride ({self.stride} px) must not exceed the window "
+                f"({self.window} px), or some pixels would never be occluded.",
+            )
+
+    @property
+    def signed(self) -> bool:
+        """Whether maps of this method can be negative (evidence against the class)."""
+        return self.method in SIGNED_METHODS
+
+    def params(self) -> dict[str, Any]:
+        """JSON-ready settings relevant to this method, including the method name."""
+        params: dict[str, Any] = {"method": self.method}
+        if self.method == INTEGRATED_GRADIENTS:
+            params.update(
+                n_steps=self.n_steps,
+                internal_batch_size=self.internal_batch_size,
+                baseline="zero",
+                integration="gausslegendre",
+            )
+        elif self.method == GRADCAM:
+            params.update(layer=self.layer, relu=True, upsample="bilinear")
+        elif self.method == OCCLUSION:
+            params.update(window=self.window, stride=self.stride, baseline="zero")
+        return params
+
+
+def _check_int(field: str, value: object, low: int, high: int | None, what: str) -> None:
+    # bool is an int subclass; True as a step count is always a caller bug.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise AttributionConfigError(field, f"The {what} must be a whole number, got {value!r}.")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise AttributionConfigError(field, f"The {what} must be {bound}, got {value}.")
+
+
+def _is_conv2d(module: nn.Module) -> bool:
+    # Scripted submodules are RecursiveScriptModules that only remember their original class name.
+    if isinstance(module, torch.jit.ScriptModule):
+        return getattr(module, "original_name", None) == "Conv2d"
+    return isinstance(module, nn.Conv2d)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Module names usable as Grad-CAM layers, in ``named_modules()`` order.
+
+    These are the ``nn.Conv2d`` modules and every module that contains one (blocks, sequentials),
+    whose outputs are normally 4-D feature maps. The root module itself is left out.
+    """
+    modules = dict(model.named_modules())
+    conv_names = [name for name, module in modules.items() if name and _is_conv2d(module)]
+    with_conv: set[str] = set()
+    for name in conv_names:
+        parts = name.split(".")
+        with_conv.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return [name for name in modules if name in with_conv]
+
+
+def default_gradcam_layer(model: nn.Module) -> str:
+    """The last convolutional block: the parent of the last ``nn.Conv2d``, or that conv itself.
+
+    For example ``layer4.1`` for resnet18, ``features.12`` for mobilenet_v3_small and
+    ``features.block4`` for RoomsCNN.
+    """
+    last_conv = None
+    for name, module in model.named_modules():
+        if name and _is_conv2d(module):
+            last_conv = name
+    if last_conv is None:
+        raise AttributionConfigError(
+            "layer", "Grad-CAM needs a convolutional layer, and this model has none."
+        )
+    parent, _, _ = last_conv.rpartition(".")
+    return parent or last_conv
+
+
+def validate_config(model: nn.Module, config: AttributionConfig) -> None:
+    """Check that ``config`` can run on ``model``; raises :class:`AttributionConfigError`."""
+    if config.method != GRADCAM:
+        return
+    if isinstance(model, torch.jit.ScriptModule):
+        # Forward hooks on scripted submodules never fire inside scripted code.
+        raise AttributionConfigError(
+            "method",
+            "Grad-CAM is not available for TorchScript models (their layers cannot be observed); "
+            "use saliency, integrated_gradients or occlusion, or upload a state dict with its "
+            "architecture name.",
+        )
+    names = layer_names(model)
+    if not names:
+        raise AttributionConfigError(
+            "layer", "Grad-CAM needs a convolutional layer, and this model has none."
+        )
+    if config.layer is not None and config.layer not in names:
+        shown = ", ".join(names[-_LAYERS_SHOWN:])
+        raise AttributionConfigError(
+            "layer",
+            f"No layer {config.layer!r} in this model; layers with feature maps "
+            f"(last {min(len(names), _LAYERS_SHOWN)} of {len(names)}): {shown}.",
+        )
+
+
+def predicted_targets(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The predicted class of each input, as a long tensor on the inputs' device.
+
+    Taken under ``no_grad`` rather than ``inference_mode`` on purpose: inference tensors could
+    not be used in the backward passes that follow.
+    """
+    with torch.no_grad():
+        return model(inputs).argmax(dim=1).long()
+
+
+def attribute_batch(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    config: AttributionConfig,
+) -> np.ndarray:
+    """One attribution map per input: ``float32 (N, H, W)`` on the CPU, at the input resolution.
+
+    ``inputs`` is a preprocessed ``(N, C, H, W)`` batch, ``targets`` one class index per input.
+    Saliency maps are >= 0 (max over channels of the absolute gradient), Grad-CAM maps >= 0
+    (ReLU as in the original paper), Integrated Gradients and Occlusion maps are signed (summed
+    over channels).
+    """
+    validate_config(model, config)
+    if inputs.ndim != 4:
+        raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(inputs.shape)}")
+    n, channels, height, width = inputs.shape
+    if n == 0:
+        return np.zeros((0, height, width), dtype=np.float32)
+    device = _model_device(model) or inputs.device
+    # Inference tensors (e.g. from a caller's inference_mode preprocessing) cannot take part in
+    # autograd; a plain copy can. Tensors that are already fine are used as they are.
+    with torch.inference_mode(False):
+        if inputs.is_inference():
+            inputs = inputs.clone()
+        if targets.is_inference():
+            targets = targets.clone()
+        x = inputs.detach().to(device=device, dtype=torch.float32)
+        target = targets.detach().to(device=device, dtype=torch.long).reshape(-1)
+        if target.numel() != n:
+            raise ValueError(f"expected {n} targets, got {target.numel()}")
+        method = config.method
+        if method == SALIENCY:
+            maps = _saliency(model, x, target)
+        elif method == INTEGRATED_GRADIENTS:
+            maps = _integrated_gradients(model, x, target, config)
+        elif method == GRADCAM:
+            maps = _gradcam(model, x, target, config.layer or default_gradcam_layer(model))
+        else:
+            maps = _occlusion(model, x, target, config, channels)
+    return maps.detach().to(device="cpu", dtype=torch.float32).numpy()
+
+
+def _saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Requiring grad up front spares Captum's per-call warning; x is our own detached tensor.
+    x.requires_grad_(True)
+    grads = Saliency(model).attribute(x, target=target, abs=True)
+    with torch.no_grad():
+        return grads.amax(dim=1)
+
+
+def _integrated_gradients(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, config: AttributionConfig
+) -> torch.Tensor:
+    n = len(x)
+    internal = config.internal_batch_size or max(n, DEFAULT_IG_INTERNAL_BATCH)
+    ig = IntegratedGradients(model)
+    # Captum never puts fewer than all N images into one pass (it warns and uses N); split the
+    # images instead so that the requested bound on memory holds for any batch size.
+    chunk = n if internal >= n else internal
+    parts = []
+    for start in range(0, n, chunk):
+        attributions = ig.attribute(
+            x[start : start + chunk],
+            baselines=0.0,
+            target=target[start : start + chunk],
+            n_steps=config.n_steps,
+            method="gausslegendre",
+            internal_batch_size=max(internal, chunk),
+        )
+        with torch.no_grad():
+            parts.append(attributions.sum(dim=1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
+    module = model.get_submodule(layer)
+    # The input needs no grad: Captum makes the layer output a grad leaf, so backward stops there.
+    cam = LayerGradCam(model, module).attribute(x, target=target, relu_attributions=True)
+    if cam.ndim != 4:
+        raise AttributionConfigError(
+            "layer",
+            f"Layer {layer!r} outputs shape {tuple(cam.shape)}, not a feature map; pick a "
+            "convolutional block.",
+        )
+    with torch.no_grad():
+        upsampled = LayerAttribution.interpolate(
+            cam.detach(), tuple(x.shape[2:]), interpolate_mode="bilinear"
+        )
+        return upsampled[:, 0]
+
+
+def _occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    config: AttributionConfig,
+    channels: int,
+) -> torch.Tensor:
+    height, width = x.shape[2:]
+    if config.window > min(height, width):
+        raise AttributionConfigError(
+            "window",
+            f"The occlusion window ({config.window} px) is larger than the model input "
+            f"({height}x{width} px).",
+        )
+    per_eval = max(1, _OCCLUSION_IMAGES_PER_PASS // len(x))
+    attributions = Occlusion(model).attribute(
+        x,
+        sliding_window_shapes=(channels, config.window, config.window),
+        strides=(channels, config.stride, config.stride),
+        baselines=0.0,
+        target=target,
+        perturbations_per_eval=per_eval,
+    )
+    with torch.no_grad():
+        return attributions.sum(dim=1)
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return None
+
+
+def normalise_for_display(attribution: np.ndarray) -> np.ndarray:
+    """Scale a map for display: to [0, 1] if it has no negative values, else to [-1, 1].
+
+    Both scale by the largest absolute value, so zero stays zero (no evidence) and signed maps
+    keep the relative strength of evidence for and against. All-zero maps stay zero.
+    """
+    values = np.nan_to_num(np.asarray(attribution, dtype=np.float32), nan=0.0)
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if peak == 0.0 or not np.isfinite(peak):
+        return np.zeros_like(values)
+    return values / peak
+
+
+def map_stats(attribution: np.ndarray) -> dict[str, float]:
+    """Summary numbers stored with a map: ``min``, ``max`` and ``mean_abs``."""
+    values = np.asarray(attribution, dtype=np.float32)
+    if values.size == 0:
+        return {"min": 0.0, "max": 0.0, "mean_abs": 0.0}
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean_abs": float(np.abs(values).mean()),
+    }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.db import transaction

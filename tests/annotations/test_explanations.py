@@ -120,7 +120,7 @@ def test_why_p_and_not_q(setup):
 
 
 def test_bulk_job_twice_leaves_one_row_per_key(setup):
-    project, mv, client = setup
+    _, mv, client = setup
     url = f"/api/model-versions/{mv.pk}/explain/"
     first = client.post(url, {"method": "gradcam", "split": "train"}, format="json")
     assert first.status_code == 202, first.content
@@ -177,7 +177,7 @@ def test_bad_input_names_the_field_and_queues_nothing(setup, body, field):
 
 
 def test_instance_of_another_project(setup, image_zip):
-    project, mv, client = setup
+    _, mv, client = setup
     other = make_project(slug="other")
     job = services.dataset_import_start(
         project=other,

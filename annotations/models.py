@@ -335,3 +335,287 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+# --- Review rounds ------------------------------------------------------------------------
+
+
+class RoundStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    CLOSED = "closed", "Closed"
+
+
+class Question(models.TextChoices):
+    """The parts of a review a round may ask for. Expectation questions come first."""
+
+    EXPECTED_LABEL = "expected_label", "Expected label"
+    EXPECTED_CONFIDENCE = "expected_confidence", "Confidence in the expected label"
+    EVIDENCE = "evidence", "Expected evidence (regions)"
+    CONCEPTS = "concepts", "Concept tags"
+    PREDICTION_VERDICT = "prediction_verdict", "Verdict on the prediction"
+    FEATURE_VERDICT = "feature_verdict", "Verdict on the saliency"
+    ACCEPTABILITY = "acceptability", "Acceptable error, severity and reason"
+    COMMENT = "comment", "Comment"
+
+
+EXPECTATION_QUESTIONS = (
+    Question.EXPECTED_LABEL,
+    Question.EXPECTED_CONFIDENCE,
+    Question.EVIDENCE,
+    Question.CONCEPTS,
+)
+
+
+class ReviewRound(models.Model):
+    """A campaign for one model version: which instances, how many reviews each, by whom."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="rounds")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=20, choices=RoundStatus.choices, default=RoundStatus.OPEN)
+    # The sampling strategy as given (see annotations/sampling.py) and what each part yielded.
+    sampling = models.JSONField(default=dict)
+    sampling_counts = models.JSONField(default=dict, blank=True)
+    overlap = models.PositiveSmallIntegerField(default=1)
+    experts = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="review_rounds")
+    due_at = models.DateTimeField(null=True, blank=True)
+    blind_first = models.BooleanField(default=True)
+    explanation_method = models.CharField(max_length=40, default="gradcam", blank=True)
+    questions = models.JSONField(default=list)
+    lease_seconds = models.PositiveIntegerField(default=30 * 60)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the scientist was told the round is complete, so it is said once.
+    completed_notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.model_version})"
+
+
+class TaskStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    LEASED = "leased", "Leased"
+    SUBMITTED = "submitted", "Submitted"
+
+
+class ReviewTask(models.Model):
+    """One review slot: ``round.overlap`` slots per sampled instance, numbered by ``slot``.
+
+    Slots are handed out lowest ``slot`` first, so instances with fewer reviews come before
+    any instance gets a second one; within a slot number, lower ``priority`` first (the
+    sampler's order). A slot is claimed with a conditional UPDATE (see
+    ``services.reviews.task_next``), so two experts can never hold it at once.
+    """
+
+    round = models.ForeignKey(ReviewRound, on_delete=models.CASCADE, related_name="tasks")
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="+")
+    slot = models.PositiveSmallIntegerField(default=0)
+    priority = models.FloatField(default=0)
+    status = models.CharField(max_length=20, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    expert = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="review_tasks",
+    )
+    leased_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    expectation_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    expired_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["round_id", "slot", "priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "instance", "slot"], name="task_unique_slot"),
+            # Never the same instance twice to one expert within a round.
+            models.UniqueConstraint(
+                fields=["round", "instance", "expert"],
+                condition=Q(expert__isnull=False),
+                name="task_unique_expert_instance",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["round", "status", "slot", "priority"], name="task_claim_idx"),
+            models.Index(fields=["round", "expert", "status"], name="task_expert_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} ({self.status})"
+
+
+class TaskSkip(models.Model):
+    """An expert passed on an instance; they are not offered it again in this round."""
+
+    round = models.ForeignKey(ReviewRound, on_delete=models.CASCADE, related_name="skips")
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="+")
+    expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "instance", "expert"], name="skip_unique_expert_instance"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"skip of instance {self.instance_id} by {self.expert_id}"
+
+
+class LeaseExpiry(models.Model):
+    """A lease that ran out: who held it, for the round's progress per expert."""
+
+    task = models.ForeignKey(ReviewTask, on_delete=models.CASCADE, related_name="expiries")
+    expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expired_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"lease of task {self.task_id} expired at {self.expired_at}"
+
+
+class PredictionVerdict(models.TextChoices):
+    CORRECT = "correct", "Prediction correct"
+    INCORRECT = "incorrect", "Prediction incorrect"
+    GROUND_TRUTH_WRONG = "ground_truth_wrong", "Ground truth wrong"
+    AMBIGUOUS = "ambiguous", "Ambiguous"
+
+
+class FeatureVerdict(models.TextChoices):
+    RELEVANT = "relevant", "Relevant"
+    IRRELEVANT = "irrelevant", "Irrelevant"
+    INCOMPLETE = "incomplete", "Incomplete"
+    OVER_EMPHASISED = "over_emphasised", "Over-emphasised"
+    CANT_TELL = "cant_tell", "Can't tell"
+
+
+class ErrorReason(models.TextChoices):
+    AMBIGUOUS_CASE = "ambiguous_case", "Ambiguous case"
+    HUMAN_WOULD_ERR = "human_would_err", "A human would err too"
+    RARE_CASE = "rare_case", "Rare case"
+    LOW_CONFIDENCE = "low_confidence", "Low confidence"
+    LABEL_WRONG = "label_wrong", "Label wrong"
+    OTHER = "other", "Other"
+
+
+class Review(models.Model):
+    """An expert's judgement of one task: the expectation, then the verdict.
+
+    Written by ``services.reviews``; every edit after submission keeps the previous state as
+    a ReviewVersion.
+    """
+
+    task = models.OneToOneField(ReviewTask, on_delete=models.CASCADE, related_name="review")
+    round = models.ForeignKey(ReviewRound, on_delete=models.CASCADE, related_name="reviews")
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="reviews")
+    expert = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews"
+    )
+    # Phase 1: expectation.
+    expected_label = models.CharField(max_length=200, blank=True)
+    expected_confidence = models.PositiveSmallIntegerField(null=True, blank=True)
+    # [{"type": "box", "points": [[x0, y0], [x1, y1]]} | {"type": "polygon", "points": [...]}]
+    evidence = models.JSONField(default=list, blank=True)
+    concepts = models.JSONField(default=list, blank=True)
+    free_tags = models.JSONField(default=list, blank=True)
+    expectation_at = models.DateTimeField(null=True, blank=True)
+    # Phase 2: verdict.
+    prediction_verdict = models.CharField(
+        max_length=30, choices=PredictionVerdict.choices, blank=True
+    )
+    feature_verdict = models.CharField(max_length=30, choices=FeatureVerdict.choices, blank=True)
+    acceptable = models.BooleanField(null=True, blank=True)
+    severity = models.PositiveSmallIntegerField(null=True, blank=True)
+    reason = models.CharField(max_length=30, choices=ErrorReason.choices, blank=True)
+    comment = models.TextField(blank=True)
+    # Seconds from lease to submit as the server saw it, and as the client reported it.
+    server_seconds = models.FloatField(null=True, blank=True)
+    client_seconds = models.FloatField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(severity__isnull=True) | Q(severity__gte=1, severity__lte=4),
+                name="review_severity_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(expected_confidence__isnull=True)
+                | Q(expected_confidence__gte=1, expected_confidence__lte=5),
+                name="review_confidence_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"review {self.pk} of instance {self.instance_id} by {self.expert_id}"
+
+
+class ReviewVersion(models.Model):
+    """The state of a review before an edit; append-only."""
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["review_id", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["review", "version"], name="review_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"review {self.review_id} v{self.version}"
+
+
+class ReviewDraft(models.Model):
+    """What an expert has typed so far for an instance of a round. Kept apart from the task,
+    so a draft survives an expired lease and comes back if the expert gets the slot again."""
+
+    round = models.ForeignKey(ReviewRound, on_delete=models.CASCADE, related_name="drafts")
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="+")
+    expert = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    data = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round", "instance", "expert"], name="draft_unique_expert_instance"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"draft of instance {self.instance_id} by {self.expert_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The response to a request sent with an ``Idempotency-Key`` header, replayed when the
+    same user sends the same key again (a client retrying after a dropped connection)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} ({self.key})"

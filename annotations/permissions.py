@@ -20,6 +20,9 @@ from annotations.models import (
     Job,
     ModelVersion,
     Project,
+    Review,
+    ReviewRound,
+    ReviewTask,
     Role,
 )
 
@@ -117,3 +120,49 @@ def access_explanation_by_id(
         raise Http404("No explanation with that id.")
     _check(user, exp.model_version.project_id, allowed, "explanation")
     return exp
+
+
+def access_round_by_id(
+    user: User, round_id: int, *, allowed: Collection[str] = READ_AGGREGATES
+) -> ReviewRound:
+    """Experts reach only the rounds they are in; other roles every round of the project."""
+    review_round = (
+        ReviewRound.objects.select_related("project", "model_version").filter(pk=round_id).first()
+    )
+    if review_round is None:
+        raise Http404("No review round with that id.")
+    _check(user, review_round.project_id, allowed, "review round")
+    roles = roles_in_project(user, review_round.project_id)
+    if roles == {Role.EXPERT} and not review_round.experts.filter(pk=user.pk).exists():
+        raise Http404("No review round with that id.")
+    return review_round
+
+
+def access_task_by_id(user: User, task_id: int, *, own: bool = True) -> ReviewTask:
+    """A task: its expert reaches it; with ``own=False`` scientists and approvers too.
+    Anyone else gets 404, another expert's task included."""
+    task = (
+        ReviewTask.objects.select_related("round__project", "round__model_version", "instance")
+        .filter(pk=task_id)
+        .first()
+    )
+    if task is None or not user.is_authenticated:
+        raise Http404("No task with that id.")
+    if task.expert_id == user.pk:
+        return task
+    if not own and roles_in_project(user, task.round.project_id) & READ_DETAILS:
+        return task
+    raise Http404("No task with that id.")
+
+
+def access_review_by_id(user: User, review_id: int, *, own: bool = False) -> Review:
+    """Experts reach their own reviews; scientists and approvers every review of their
+    projects (unless ``own``, for edits)."""
+    review = Review.objects.select_related("round__project", "task").filter(pk=review_id).first()
+    if review is None or not user.is_authenticated:
+        raise Http404("No review with that id.")
+    if review.expert_id == user.pk:
+        return review
+    if not own and roles_in_project(user, review.round.project_id) & READ_DETAILS:
+        return review
+    raise Http404("No review with that id.")

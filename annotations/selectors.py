@@ -127,3 +127,105 @@ def instances_missing_explanations(
 
 def explanation_list(*, model_version: ModelVersion) -> QuerySet:
     return model_version.explanations.order_by("instance_id", "method", "target")
+
+
+# --- Review rounds ------------------------------------------------------------------------
+
+
+def rounds_for_user(*, project: Project, user) -> QuerySet:
+    """Scientists, approvers and viewers see every round of the project; experts theirs."""
+    from annotations.models import ReviewRound
+    from annotations.permissions import READ_AGGREGATES, roles_in_project
+
+    rounds = ReviewRound.objects.filter(project=project).select_related("model_version")
+    roles = roles_in_project(user, project.pk)
+    if roles & (set(READ_AGGREGATES) - {"expert"}):
+        return rounds
+    return rounds.filter(experts=user)
+
+
+def tasks_available_count(*, review_round, expert) -> int:
+    """Open slots of instances the expert has neither had nor skipped."""
+    from annotations.models import ReviewTask, TaskSkip, TaskStatus
+
+    had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
+    skipped = TaskSkip.objects.filter(round=review_round, expert=expert).values("instance_id")
+    return (
+        ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
+        .exclude(instance_id__in=had)
+        .exclude(instance_id__in=skipped)
+        .values("instance_id")
+        .distinct()
+        .count()
+    )
+
+
+def round_progress(*, review_round) -> dict:
+    """Overall and per-expert progress: assigned, in progress, submitted, expired, ETA."""
+    from django.db.models import Min
+    from django.utils import timezone
+
+    from annotations.models import LeaseExpiry, ReviewTask, TaskSkip, TaskStatus
+
+    now = timezone.now()
+    tasks = ReviewTask.objects.filter(round=review_round)
+    by_status = dict(tasks.values_list("status").annotate(n=Count("id")).order_by())
+    live = tasks.filter(status=TaskStatus.LEASED, lease_expires_at__gt=now)
+    total = sum(by_status.values())
+    submitted = by_status.get(TaskStatus.SUBMITTED, 0)
+    first_lease = tasks.aggregate(t=Min("leased_at"))["t"]
+    eta = None
+    if submitted and first_lease and submitted < total:
+        rate = submitted / max((now - first_lease).total_seconds(), 1e-6)
+        eta = round((total - submitted) / rate, 1)
+    per_expert: dict[int, dict] = {}
+
+    def row(user_id: int) -> dict:
+        return per_expert.setdefault(
+            user_id,
+            {
+                "expert": user_id,
+                "assigned": 0,
+                "in_progress": 0,
+                "submitted": 0,
+                "expired": 0,
+                "skipped": 0,
+            },
+        )
+
+    for user_id, username in review_round.experts.values_list("id", "username"):
+        row(user_id)["username"] = username
+    for user_id, n in live.values_list("expert").annotate(n=Count("id")).order_by():
+        row(user_id)["in_progress"] = n
+    for user_id, n in (
+        tasks.filter(status=TaskStatus.SUBMITTED)
+        .values_list("expert")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        row(user_id)["submitted"] = n
+    for user_id, n in (
+        LeaseExpiry.objects.filter(task__round=review_round)
+        .values_list("expert")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        row(user_id)["expired"] = n
+    for user_id, n in (
+        TaskSkip.objects.filter(round=review_round)
+        .values_list("expert")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        row(user_id)["skipped"] = n
+    for r in per_expert.values():
+        r["assigned"] = r["in_progress"] + r["submitted"] + r["expired"] + r["skipped"]
+    return {
+        "total": total,
+        "open": by_status.get(TaskStatus.OPEN, 0),
+        "in_progress": live.count(),
+        "submitted": submitted,
+        "expired": LeaseExpiry.objects.filter(task__round=review_round).count(),
+        "eta_seconds": eta,
+        "experts": sorted(per_expert.values(), key=lambda r: r["expert"]),
+    }

@@ -35,3 +35,19 @@ def import_predictions(job_id: int) -> None:
     except Exception as exc:
         services.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+@shared_task(name="annotations.tasks.expire_leases")
+def expire_leases() -> int:
+    """Beat, every minute: leases past their expiry go back to the pool."""
+    from annotations.services import reviews
+
+    return reviews.leases_expire()
+
+
+@shared_task(name="annotations.tasks.send_digests")
+def send_digests() -> int:
+    """Beat, daily: each expert gets a summary of the tasks waiting for them."""
+    from annotations.services import reviews
+
+    return reviews.digests_send()

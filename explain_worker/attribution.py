@@ -9,13 +9,20 @@ This module must stay free of Django.
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
+from collections import Counter
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 SALIENCY = "saliency"
 INTEGRATED_GRADIENTS = "integrated_gradients"
@@ -49,10 +56,11 @@ SIGNED_METHODS = frozenset({INTEGRATED_GRADIENTS, OCCLUSION})
 
 MAX_IG_STEPS = 512
 MAX_WINDOW = 512
-# Scaled images per IG forward pass when the caller sets no bound: keeps activation memory close
-# to that of one ordinary batch (resnet18 at 224 px stays well under 2 GB), while still giving
-# small models enough work per convolution to keep both cores busy.
-DEFAULT_IG_INTERNAL_BATCH = 64
+# Scaled images per IG forward pass when the caller sets no bound: activation memory then stays
+# that of one ordinary batch of 32 (resnet18 at 224 px: about 1.4 GB peak RSS). Small models run
+# faster with more per pass (RoomsCNN: 64 is about 1.3 times faster on 2 cores); callers that
+# know their model is small pass internal_batch_size.
+DEFAULT_IG_INTERNAL_BATCH = 32
 # Occluded copies per forward pass; Occlusion is forward-only, so memory is small anyway.
 _OCCLUSION_IMAGES_PER_PASS = 128
 # How many layer names an error message lists: the last ones are the useful Grad-CAM choices.
@@ -220,6 +228,8 @@ def attribute_batch(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     config: AttributionConfig,
+    *,
+    optimise: bool = True,
 ) -> np.ndarray:
     """One attribution map per input: ``float32 (N, H, W)`` on the CPU, at the input resolution.
 
@@ -227,6 +237,9 @@ def attribute_batch(
     Saliency maps are >= 0 (max over channels of the absolute gradient), Grad-CAM maps >= 0
     (ReLU as in the original paper), Integrated Gradients and Occlusion maps are signed (summed
     over channels).
+
+    With ``optimise`` (the default) the maps are computed on :func:`prepare_for_attribution`'s
+    copy of the model, which gives the same maps up to float rounding, faster and in less memory.
     """
     validate_config(model, config)
     if inputs.ndim != 4:
@@ -235,6 +248,7 @@ def attribute_batch(
     if n == 0:
         return np.zeros((0, height, width), dtype=np.float32)
     device = _model_device(model) or inputs.device
+    layer = (config.layer or default_gradcam_layer(model)) if config.method == GRADCAM else None
     # Inference tensors (e.g. from a caller's inference_mode preprocessing) cannot take part in
     # autograd; a plain copy can. Tensors that are already fine are used as they are.
     with torch.inference_mode(False):
@@ -246,16 +260,112 @@ def attribute_batch(
         target = targets.detach().to(device=device, dtype=torch.long).reshape(-1)
         if target.numel() != n:
             raise ValueError(f"expected {n} targets, got {target.numel()}")
-        method = config.method
-        if method == SALIENCY:
+        if optimise:
+            model = prepare_for_attribution(model, keep=layer)
+            if _is_channels_last(model):
+                x = x.contiguous(memory_format=torch.channels_last)
+        if config.method == SALIENCY:
             maps = _saliency(model, x, target)
-        elif method == INTEGRATED_GRADIENTS:
+        elif config.method == INTEGRATED_GRADIENTS:
             maps = _integrated_gradients(model, x, target, config)
-        elif method == GRADCAM:
-            maps = _gradcam(model, x, target, config.layer or default_gradcam_layer(model))
+        elif config.method == GRADCAM:
+            assert layer is not None  # set above for Grad-CAM
+            maps = _gradcam(model, x, target, layer)
         else:
             maps = _occlusion(model, x, target, config, channels)
-    return maps.detach().to(device="cpu", dtype=torch.float32).numpy()
+    return maps.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy()
+
+
+# Prepared copies per model and per kept layer; weak keys, so a copy goes when the model cache
+# drops its model.
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, dict[str | None, nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+_PREPARED_LOCK = threading.Lock()
+# torchvision blocks whose forward() feeds each of these convolutions straight into its norm
+# layer and nowhere else, so folding the norm into the convolution keeps forward() exact.
+_CONV_NORM_PAIRS: dict[type[nn.Module], tuple[tuple[str, str], ...]] = {
+    ResNet: (("conv1", "bn1"),),
+    BasicBlock: (("conv1", "bn1"), ("conv2", "bn2")),
+    Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")),
+}
+
+
+def prepare_for_attribution(model: nn.Module, *, keep: str | None = None) -> nn.Module:
+    """A cached, faster copy of an eval-mode ``model`` for attribution; the model is untouched.
+
+    Batch norms that directly follow a convolution are folded into it (no normalisation pass
+    forward or backward, and no activations saved for it), and weights are converted to
+    ``channels_last``, the layout oneDNN's CPU convolutions run fastest in: together measured
+    1.4 to 1.5 times faster on 2 CPU cores for resnet18 and RoomsCNN, with a third less memory
+    for resnet18. Module names stay the same, so Grad-CAM layers resolve as on the original;
+    ``keep`` names a convolution that must not be folded because its own output is attributed.
+    TorchScript models, models in training mode and models with hooks registered are returned as
+    they are.
+    """
+    # A copy would keep the hooks, even ones their owners remove later (predict_batch's hook,
+    # say, while another thread runs it), and they would then fire on every attribution.
+    if isinstance(model, torch.jit.ScriptModule) or model.training or _has_hooks(model):
+        return model
+    with _PREPARED_LOCK:
+        per_layer = _PREPARED.setdefault(model, {})
+        prepared = per_layer.get(keep)
+        if prepared is None:
+            prepared = _fold_conv_norms(copy.deepcopy(model), keep)
+            prepared = prepared.to(memory_format=torch.channels_last)
+            per_layer[keep] = prepared
+    return prepared
+
+
+def _fold_conv_norms(model: nn.Module, keep: str | None) -> nn.Module:
+    # A module registered in several places runs in several contexts; folding would change all.
+    uses = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
+    for name, module in list(model.named_modules()):
+        prefix = f"{name}." if name else ""
+        pairs: list[tuple[str, str]] = list(_CONV_NORM_PAIRS.get(type(module), ()))
+        # Only a plain Sequential's forward guarantees that child i feeds child i + 1 alone.
+        if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+            pairs += list(pairwise(module._modules))
+        for conv_name, norm_name in pairs:
+            conv = getattr(module, conv_name, None)
+            norm = getattr(module, norm_name, None)
+            if (
+                f"{prefix}{conv_name}" != keep
+                and _foldable(conv, norm)
+                and uses[id(conv)] == uses[id(norm)] == 1
+            ):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                setattr(module, norm_name, nn.Identity())
+    return model
+
+
+def _foldable(conv: object, norm: object) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and type(norm) is nn.BatchNorm2d
+        and not conv.training
+        and not norm.training
+        and norm.running_mean is not None
+        and norm.running_var is not None
+        and norm.num_features == conv.out_channels
+    )
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    return any(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+        for module in model.modules()
+    )
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.weight.is_contiguous(memory_format=torch.channels_last)
+    return False
 
 
 def _saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

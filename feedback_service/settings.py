@@ -167,6 +167,16 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
     }
+CELERY_BEAT_SCHEDULE = {
+    "expire-review-leases": {
+        "task": "annotations.tasks.expire_leases",
+        "schedule": env.int("LEASE_SWEEP_SECONDS", default=60),
+    },
+    "daily-review-digest": {
+        "task": "annotations.tasks.send_digests",
+        "schedule": env.int("DIGEST_SECONDS", default=24 * 3600),
+    },
+}
 CELERY_TASK_SOFT_TIME_LIMIT: int = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=1800)
 CELERY_TASK_TIME_LIMIT: int = env.int("CELERY_TASK_TIME_LIMIT", default=2100)
 # Seconds after which a worker that has not written a heartbeat counts as gone (/healthz).
@@ -194,6 +204,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
 }
+
+# --- Review rounds ------------------------------------------------------------------------
+REVIEW_LEASE_SECONDS: int = env.int("REVIEW_LEASE_SECONDS", default=30 * 60)
+# Base URL put in e-mails.
+SITE_URL: str = env.str("SITE_URL", default="http://127.0.0.1:8000")
 
 EMAIL_BACKEND: str = env.str(
     "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"

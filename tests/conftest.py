@@ -61,3 +61,9 @@ def media_root(settings, tmp_path: Path) -> Path:
 
 
 __all__ = ["Image"]
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # Real hashing costs ~0.3 s a user; tests create dozens.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,6 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from annotations.api import review_views as rv
 from annotations.api import views
 
 urlpatterns = [
@@ -74,5 +75,33 @@ urlpatterns = [
         views.ExplanationFile.as_view(),
         name="api-explanation-file",
     ),
+    path("projects/<int:project_id>/rounds/", rv.RoundListCreate.as_view(), name="api-rounds"),
+    path(
+        "projects/<int:project_id>/rounds/preview/",
+        rv.RoundPreview.as_view(),
+        name="api-round-preview",
+    ),
+    path("rounds/<int:round_id>/", rv.RoundDetail.as_view(), name="api-round-detail"),
+    path("rounds/<int:round_id>/experts/", rv.RoundExperts.as_view(), name="api-round-experts"),
+    path("rounds/<int:round_id>/close/", rv.RoundClose.as_view(), name="api-round-close"),
+    path("rounds/<int:round_id>/progress/", rv.RoundProgress.as_view(), name="api-round-progress"),
+    path("rounds/<int:round_id>/export/", rv.RoundExport.as_view(), name="api-round-export"),
+    path("rounds/<int:round_id>/tasks/next", rv.TaskNext.as_view(), name="api-task-next"),
+    path("tasks/<int:task_id>/", rv.TaskDetail.as_view(), name="api-task-detail"),
+    path("tasks/<int:task_id>/heartbeat", rv.TaskHeartbeat.as_view(), name="api-task-heartbeat"),
+    path("tasks/<int:task_id>/skip", rv.TaskSkip.as_view(), name="api-task-skip"),
+    path("tasks/<int:task_id>/draft", rv.TaskDraft.as_view(), name="api-task-draft"),
+    path(
+        "tasks/<int:task_id>/expectation", rv.TaskExpectation.as_view(), name="api-task-expectation"
+    ),
+    path("tasks/<int:task_id>/verdict", rv.TaskVerdict.as_view(), name="api-task-verdict"),
+    path("tasks/<int:task_id>/image", rv.TaskImage.as_view(), name="api-task-image"),
+    re_path(
+        r"^tasks/(?P<task_id>\d+)/saliency/(?P<kind>raw|overlay)$",
+        rv.TaskSaliency.as_view(),
+        name="api-task-saliency",
+    ),
+    path("reviews/", rv.ReviewList.as_view(), name="api-reviews"),
+    path("reviews/<int:review_id>/", rv.ReviewDetail.as_view(), name="api-review-detail"),
     path("jobs/<int:job_id>/", views.JobDetail.as_view(), name="api-job-detail"),
 ]

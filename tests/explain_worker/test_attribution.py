@@ -23,6 +23,7 @@ from explain_worker.attribution import (
     map_stats,
     normalise_for_display,
     predicted_targets,
+    prepare_for_attribution,
     validate_config,
 )
 from explain_worker.model_loading import ModelSpec, load_model, preprocess
@@ -330,3 +331,57 @@ def test_normalise_for_display_and_stats() -> None:
     np.testing.assert_allclose(normalise_for_display(signed), signed / 2)
     assert not normalise_for_display(np.zeros((2, 2))).any()
     assert map_stats(signed) == {"min": -2.0, "max": 1.0, "mean_abs": 0.875}
+
+
+def resnet_with_real_norms() -> nn.Module:
+    torch.manual_seed(3)
+    model = torchvision.models.resnet18(num_classes=5)
+    # Fresh norms are identities; real statistics make folding them observable.
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.1)
+    return frozen(model)
+
+
+def test_optimised_maps_equal_the_plain_ones() -> None:
+    model = resnet_with_real_norms()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    targets = predicted_targets(model, images)
+    for config in (
+        AttributionConfig("saliency"),
+        AttributionConfig("gradcam"),
+        AttributionConfig("gradcam", layer="layer4.1.conv2"),
+    ):
+        fast = attribute_batch(model, images, targets, config)
+        plain = attribute_batch(model, images, targets, config, optimise=False)
+        np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max())
+
+
+def test_prepared_copy_folds_norms_and_leaves_the_model_alone() -> None:
+    model = resnet_with_real_norms()
+    weight = model.conv1.weight.clone()
+    prepared = prepare_for_attribution(model)
+    assert prepared is not model
+    assert prepare_for_attribution(model) is prepared  # cached
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+    assert prepared.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.requires_grad for p in prepared.parameters())
+    # The model itself, which the model cache also hands to prediction, is unchanged.
+    assert isinstance(model.bn1, nn.BatchNorm2d)
+    assert torch.equal(model.conv1.weight, weight)
+    assert model.conv1.weight.is_contiguous()
+    # An attributed convolution keeps its own output: its norm is not folded into it.
+    kept = prepare_for_attribution(model, keep="layer4.1.conv2")
+    assert isinstance(kept.get_submodule("layer4.1.bn2"), nn.BatchNorm2d)
+    assert isinstance(kept.get_submodule("layer4.1.bn1"), nn.Identity)
+
+
+def test_models_with_hooks_or_in_training_are_not_copied() -> None:
+    model = tiny_cnn()
+    handle = model[0].register_forward_hook(lambda *_: None)
+    assert prepare_for_attribution(model) is model
+    handle.remove()
+    assert prepare_for_attribution(model.train()) is model

@@ -1,0 +1,180 @@
+"""Serializers of review rounds, tasks and reviews. The task payload is blind-first aware:
+the model's view of an instance is only included once the expert has given theirs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from annotations.models import Explanation, Prediction, Question, Review, ReviewRound, ReviewTask
+
+
+class RoundOutput(serializers.ModelSerializer):
+    experts = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
+
+    class Meta:
+        model = ReviewRound
+        fields = [
+            "id",
+            "project",
+            "model_version",
+            "name",
+            "status",
+            "sampling",
+            "sampling_counts",
+            "overlap",
+            "experts",
+            "due_at",
+            "blind_first",
+            "explanation_method",
+            "questions",
+            "lease_seconds",
+            "created_at",
+            "closed_at",
+        ]
+
+
+class RoundInput(serializers.Serializer):
+    model_version = serializers.IntegerField()
+    name = serializers.CharField(max_length=200)
+    sampling = serializers.JSONField(help_text="The sampling strategy (see the README).")
+    experts = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, help_text="usernames"
+    )
+    overlap = serializers.IntegerField(default=1)
+    due_at = serializers.DateTimeField(required=False, allow_null=True)
+    blind_first = serializers.BooleanField(default=True)
+    explanation_method = serializers.CharField(required=False, allow_blank=True, default="gradcam")
+    questions = serializers.ListField(child=serializers.CharField(), required=False)
+    lease_seconds = serializers.IntegerField(required=False)
+
+
+class PreviewInput(serializers.Serializer):
+    model_version = serializers.IntegerField()
+    sampling = serializers.JSONField()
+
+
+class ExpertsInput(serializers.Serializer):
+    experts = serializers.ListField(child=serializers.CharField(), min_length=1)
+
+
+class SkipInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class ReviewOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Review
+        fields = [
+            "id",
+            "task",
+            "round",
+            "instance",
+            "expert",
+            "expected_label",
+            "expected_confidence",
+            "evidence",
+            "concepts",
+            "free_tags",
+            "expectation_at",
+            "prediction_verdict",
+            "feature_verdict",
+            "acceptable",
+            "severity",
+            "reason",
+            "comment",
+            "server_seconds",
+            "client_seconds",
+            "submitted_at",
+            "version",
+        ]
+
+
+def _prediction(task: ReviewTask) -> dict[str, Any] | None:
+    prediction = Prediction.objects.filter(
+        instance_id=task.instance_id, model_version_id=task.round.model_version_id
+    ).first()
+    if prediction is None:
+        return None
+    labels = task.round.model_version.label_order
+    ranked = sorted(zip(labels, prediction.probabilities, strict=False), key=lambda p: -p[1])
+    return {
+        "label": prediction.label,
+        "confidence": prediction.confidence,
+        "top": [{"label": label, "probability": p} for label, p in ranked[:5]],
+    }
+
+
+def _saliency(task: ReviewTask, predicted: str | None) -> dict[str, Any] | None:
+    method = task.round.explanation_method
+    if not method or predicted is None:
+        return None
+    exp = Explanation.objects.filter(
+        instance_id=task.instance_id,
+        model_version_id=task.round.model_version_id,
+        method=method,
+        target=predicted,
+    ).first()
+    if exp is None:
+        return {"method": method, "ready": False}
+    return {
+        "method": method,
+        "ready": True,
+        "target": exp.target,
+        "signed": exp.signed,
+        "overlay_url": reverse("api-task-saliency", args=[task.pk, "overlay"]),
+        "raw_url": reverse("api-task-saliency", args=[task.pk, "raw"]),
+    }
+
+
+def revealed(task: ReviewTask) -> bool:
+    """Whether the expert may see the model's side of this task."""
+    asked = set(task.round.questions)
+    needs_expectation = task.round.blind_first and any(
+        q in asked
+        for q in (
+            Question.EXPECTED_LABEL,
+            Question.EXPECTED_CONFIDENCE,
+            Question.EVIDENCE,
+            Question.CONCEPTS,
+        )
+    )
+    return not needs_expectation or task.expectation_at is not None
+
+
+def task_payload(task: ReviewTask, *, draft: dict[str, Any], review: Review | None) -> dict:
+    review_round = task.round
+    project = review_round.project
+    phase = (
+        "done"
+        if task.status == "submitted"
+        else ("verdict" if revealed(task) and task.expectation_at else "expectation")
+    )
+    body: dict[str, Any] = {
+        "id": task.pk,
+        "round": review_round.pk,
+        "status": task.status,
+        "phase": phase,
+        "lease_expires_at": task.lease_expires_at,
+        "blind_first": review_round.blind_first,
+        "questions": review_round.questions,
+        "label_set": project.labels,
+        "concept_vocabulary": project.concept_vocabulary,
+        "instance": {
+            "id": task.instance_id,
+            "width": task.instance.width,
+            "height": task.instance.height,
+            "image_url": reverse("api-task-image", args=[task.pk]),
+        },
+        "draft": draft,
+        "review": ReviewOutput(review).data if review else None,
+        "revealed": revealed(task),
+    }
+    if body["revealed"]:
+        prediction = _prediction(task)
+        body["prediction"] = prediction
+        body["ground_truth"] = task.instance.label or None
+        body["saliency"] = _saliency(task, prediction["label"] if prediction else None)
+    return body

@@ -1,0 +1,676 @@
+"""Review rounds: creation from a sampling strategy, leasing tasks to experts, the two-phase
+review (expectation, then verdict), drafts, edits with history, lease expiry and progress.
+
+Concurrency: a task slot is claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL)
+followed by a conditional UPDATE that re-checks the slot is still open, so two experts never
+hold one slot; on SQLite, where row locks do not exist, the conditional UPDATE alone holds
+because the IMMEDIATE transaction mode serialises writers. A unique constraint on (round,
+instance, expert) backs "never the same instance twice to one expert".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.http import Http404
+from django.utils import timezone
+
+from annotations import sampling
+from annotations.models import (
+    EXPECTATION_QUESTIONS,
+    ErrorReason,
+    FeatureVerdict,
+    LeaseExpiry,
+    ModelVersion,
+    PredictionVerdict,
+    Question,
+    Review,
+    ReviewDraft,
+    ReviewRound,
+    ReviewTask,
+    ReviewVersion,
+    RoundStatus,
+    TaskSkip,
+    TaskStatus,
+)
+from annotations.services._errors import field_error
+from explain_worker import attribution
+
+logger = logging.getLogger(__name__)
+
+CLAIM_ATTEMPTS = 8
+TASK_BULK_BATCH = 5000
+
+
+class Conflict(Exception):
+    """The request is valid but clashes with the task's state; the API answers 409."""
+
+    def __init__(self, message: str, *, field: str = "detail") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+# --- Rounds -------------------------------------------------------------------------------
+
+
+def _check_questions(questions: Sequence[str]) -> list[str]:
+    unknown = [q for q in questions if q not in Question.values]
+    if unknown:
+        raise field_error(
+            "questions", f"Unknown question(s) {unknown}; use {', '.join(Question.values)}."
+        )
+    # Keep the canonical order so pages can rely on it.
+    return [q for q in Question.values if q in questions]
+
+
+def round_create(
+    *,
+    model_version: ModelVersion,
+    name: str,
+    sampling_strategy: dict[str, Any],
+    created_by: Any,
+    experts: Sequence[Any] = (),
+    overlap: int = 1,
+    due_at: datetime | None = None,
+    blind_first: bool = True,
+    explanation_method: str = "gradcam",
+    questions: Sequence[str] | None = None,
+    lease_seconds: int | None = None,
+) -> ReviewRound:
+    """Sample the instances, create ``overlap`` task slots for each, queue the saliency maps
+    the experts will see, and tell the experts. Raises ValidationError naming the field."""
+    project = model_version.project
+    if not name.strip():
+        raise field_error("name", "Give the round a name.")
+    if not 1 <= overlap <= 20:
+        raise field_error("overlap", "Reviews per instance must be between 1 and 20.")
+    if lease_seconds is not None and not 60 <= lease_seconds <= 24 * 3600:
+        raise field_error("lease_seconds", "A lease lasts between 60 seconds and 24 hours.")
+    if explanation_method:
+        try:
+            explanation_method = attribution.canonical_method(explanation_method)
+        except attribution.AttributionConfigError as exc:
+            raise field_error("explanation_method", exc.message) from exc
+    chosen = _check_questions(questions if questions is not None else Question.values)
+    _check_experts(project, experts)
+    try:
+        plan = sampling.plan_sample(model_version=model_version, strategy=sampling_strategy)
+    except sampling.SamplingError as exc:
+        raise field_error(exc.field, exc.message) from exc
+    if plan.total == 0:
+        raise field_error("sampling", "The strategy selects no instance.")
+    with transaction.atomic():
+        review_round = ReviewRound.objects.create(
+            project=project,
+            model_version=model_version,
+            name=name,
+            sampling=sampling_strategy,
+            sampling_counts={"parts": plan.counts, "new": plan.new_counts, "total": plan.total},
+            overlap=overlap,
+            due_at=due_at,
+            blind_first=blind_first,
+            explanation_method=explanation_method,
+            questions=chosen,
+            lease_seconds=lease_seconds or settings.REVIEW_LEASE_SECONDS,
+            created_by=created_by,
+        )
+        tasks = (
+            ReviewTask(
+                round=review_round,
+                instance_id=item.instance_id,
+                slot=slot,
+                priority=item.priority,
+            )
+            for slot in range(overlap)
+            for item in plan.items
+        )
+        ReviewTask.objects.bulk_create(tasks, batch_size=TASK_BULK_BATCH)
+        round_add_experts(review_round=review_round, experts=experts)
+        if explanation_method and model_version.kind != "predictions_only":
+            _queue_saliency(review_round, [item.instance_id for item in plan.items], created_by)
+    return review_round
+
+
+def _queue_saliency(review_round: ReviewRound, instance_ids: list[int], user: Any) -> None:
+    from annotations.services import explanations
+
+    spec = explanations.explain_spec(
+        model_version=review_round.model_version, method=review_round.explanation_method
+    )
+    explanations.explanations_start(
+        model_version=review_round.model_version,
+        spec=spec,
+        created_by=user,
+        instance_ids=instance_ids,
+    )
+
+
+def _check_experts(project: Any, experts: Sequence[Any]) -> None:
+    from annotations.models import Membership, Role
+
+    ids = {u.pk for u in experts}
+    allowed = set(
+        Membership.objects.filter(project=project, role=Role.EXPERT, user_id__in=ids).values_list(
+            "user_id", flat=True
+        )
+    )
+    missing = sorted(ids - allowed)
+    if missing:
+        raise field_error(
+            "experts", f"Users {missing} are not experts of this project; add them first."
+        )
+
+
+def round_add_experts(*, review_round: ReviewRound, experts: Sequence[Any]) -> list[Any]:
+    """Add experts to a round; each new one gets an e-mail (sent after commit)."""
+    _check_experts(review_round.project, experts)
+    present = set(review_round.experts.values_list("pk", flat=True))
+    new = [u for u in experts if u.pk not in present]
+    review_round.experts.add(*new)
+    for user in new:
+        transaction.on_commit(lambda u=user: _mail_added(review_round, u))
+    return new
+
+
+def _mail_added(review_round: ReviewRound, user: Any) -> None:
+    if not user.email:
+        return
+    due = f" It is due {review_round.due_at:%Y-%m-%d}." if review_round.due_at else ""
+    send_mail(
+        subject=f"You were added to the review round '{review_round.name}'",
+        message=(
+            f"{review_round.tasks.values('instance').distinct().count()} images of "
+            f"{review_round.project.name} wait for your judgement.{due}\n"
+            f"Start at {settings.SITE_URL}/rounds/{review_round.pk}/"
+        ),
+        from_email=None,
+        recipient_list=[user.email],
+        fail_silently=True,
+    )
+
+
+def round_close(*, review_round: ReviewRound) -> None:
+    review_round.status = RoundStatus.CLOSED
+    review_round.closed_at = timezone.now()
+    review_round.save(update_fields=["status", "closed_at"])
+
+
+# --- Leasing ------------------------------------------------------------------------------
+
+
+def leases_expire(*, review_round: ReviewRound | None = None, now: datetime | None = None) -> int:
+    """Return expired leases to the pool, recording who let them lapse. Returns the count."""
+    now = now or timezone.now()
+    expired = ReviewTask.objects.filter(status=TaskStatus.LEASED, lease_expires_at__lte=now)
+    if review_round is not None:
+        expired = expired.filter(round=review_round)
+    count = 0
+    for task_id, expert_id, expires in expired.values_list("id", "expert_id", "lease_expires_at"):
+        with transaction.atomic():
+            # Conditional: a heartbeat or a submit that came in meanwhile wins.
+            changed = ReviewTask.objects.filter(
+                pk=task_id,
+                status=TaskStatus.LEASED,
+                expert_id=expert_id,
+                lease_expires_at=expires,
+            ).update(
+                status=TaskStatus.OPEN,
+                expert=None,
+                leased_at=None,
+                lease_expires_at=None,
+                expectation_at=None,
+            )
+            if changed:
+                LeaseExpiry.objects.create(task_id=task_id, expert_id=expert_id, expired_at=expires)
+                ReviewTask.objects.filter(pk=task_id).update(expired_count=F("expired_count") + 1)
+                count += 1
+    return count
+
+
+def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
+    """Lease one task to ``expert``: their own unexpired lease if they hold one, else the
+    best open slot of an instance they have not had. None when nothing is left for them."""
+    if review_round.status != RoundStatus.OPEN:
+        raise Conflict("This round is closed.")
+    now = timezone.now()
+    own = (
+        ReviewTask.objects.filter(
+            round=review_round, expert=expert, status=TaskStatus.LEASED, lease_expires_at__gt=now
+        )
+        .order_by("leased_at")
+        .first()
+    )
+    if own is not None:
+        return own
+    if ReviewTask.objects.filter(
+        round=review_round, status=TaskStatus.LEASED, lease_expires_at__lte=now
+    ).exists():
+        leases_expire(review_round=review_round, now=now)
+    had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
+    skipped = TaskSkip.objects.filter(round=review_round, expert=expert).values("instance_id")
+    candidates = (
+        ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
+        .exclude(instance_id__in=had)
+        .exclude(instance_id__in=skipped)
+        .order_by("slot", "priority", "id")
+    )
+    lease_until = now + timedelta(seconds=review_round.lease_seconds)
+    for _ in range(CLAIM_ATTEMPTS):
+        with transaction.atomic():
+            # skip_locked: a slot another expert is claiming right now is passed over rather
+            # than waited for (PostgreSQL; ignored on SQLite, where writers are serialised).
+            task_id = (
+                candidates.select_for_update(skip_locked=True).values_list("id", flat=True).first()
+            )
+            if task_id is None:
+                return None
+            try:
+                with transaction.atomic():
+                    claimed = ReviewTask.objects.filter(pk=task_id, status=TaskStatus.OPEN).update(
+                        status=TaskStatus.LEASED,
+                        expert=expert,
+                        leased_at=now,
+                        lease_expires_at=lease_until,
+                    )
+            except IntegrityError:
+                # The same expert claimed a slot of this instance in a parallel request.
+                claimed = 0
+            if claimed:
+                return ReviewTask.objects.select_related("instance").get(pk=task_id)
+    raise Conflict("Too many experts asked at once; ask again.")
+
+
+def _own_task(task: ReviewTask, expert: Any) -> None:
+    if task.expert_id != expert.pk:
+        raise Http404("No task with that id.")
+
+
+def _live_lease(task: ReviewTask) -> None:
+    if task.status == TaskStatus.SUBMITTED:
+        raise Conflict("This task was submitted already.")
+    if task.lease_expires_at is None or task.lease_expires_at <= timezone.now():
+        raise Conflict(
+            "Your lease on this task has expired and the task went back to the pool; your "
+            "draft is kept. Ask for the next task to continue.",
+            field="lease",
+        )
+
+
+def task_heartbeat(*, task: ReviewTask, expert: Any) -> ReviewTask:
+    """Extend a live lease by the round's lease length."""
+    _own_task(task, expert)
+    _live_lease(task)
+    task.lease_expires_at = timezone.now() + timedelta(seconds=task.round.lease_seconds)
+    changed = ReviewTask.objects.filter(pk=task.pk, status=TaskStatus.LEASED, expert=expert).update(
+        lease_expires_at=task.lease_expires_at
+    )
+    if not changed:
+        raise Conflict("Your lease on this task has expired.", field="lease")
+    return task
+
+
+@transaction.atomic
+def task_skip(*, task: ReviewTask, expert: Any, reason: str) -> None:
+    """Release the lease with a reason; the expert is not offered this instance again."""
+    _own_task(task, expert)
+    if task.status == TaskStatus.SUBMITTED:
+        raise Conflict("This task was submitted already.")
+    if not reason.strip():
+        raise field_error("reason", "Say why you skip this task.")
+    TaskSkip.objects.get_or_create(
+        round_id=task.round_id,
+        instance_id=task.instance_id,
+        expert=expert,
+        defaults={"reason": reason[:500]},
+    )
+    ReviewTask.objects.filter(pk=task.pk, expert=expert).exclude(
+        status=TaskStatus.SUBMITTED
+    ).update(
+        status=TaskStatus.OPEN,
+        expert=None,
+        leased_at=None,
+        lease_expires_at=None,
+        expectation_at=None,
+    )
+
+
+# --- Review capture -----------------------------------------------------------------------
+
+
+def draft_save(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> ReviewDraft:
+    _own_task(task, expert)
+    if task.status == TaskStatus.SUBMITTED:
+        raise Conflict("This task was submitted already; edit the review instead.")
+    draft, _ = ReviewDraft.objects.update_or_create(
+        round_id=task.round_id,
+        instance_id=task.instance_id,
+        expert=expert,
+        defaults={"data": data},
+    )
+    return draft
+
+
+def draft_for(task: ReviewTask, expert: Any) -> dict[str, Any]:
+    draft = ReviewDraft.objects.filter(
+        round_id=task.round_id, instance_id=task.instance_id, expert=expert
+    ).first()
+    return draft.data if draft else {}
+
+
+def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, Any]]:
+    if not isinstance(regions, list):
+        raise field_error("evidence", "Give a list of regions.")
+    clean = []
+    for n, region in enumerate(regions):
+        where = f"evidence[{n}]"
+        if not isinstance(region, dict) or region.get("type") not in ("box", "polygon"):
+            raise field_error("evidence", f"{where}: type must be 'box' or 'polygon'.")
+        points = region.get("points")
+        need = 2 if region["type"] == "box" else 3
+        if (
+            not isinstance(points, list)
+            or len(points) < need
+            or (region["type"] == "box" and len(points) != 2)
+            or not all(
+                isinstance(p, list | tuple)
+                and len(p) == 2
+                and all(isinstance(c, int | float) for c in p)
+                for p in points
+            )
+        ):
+            raise field_error(
+                "evidence",
+                f"{where}: a box has 2 points [[x0, y0], [x1, y1]], a polygon at least 3.",
+            )
+        for x, y in points:
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise field_error(
+                    "evidence",
+                    f"{where}: point ({x}, {y}) is outside the image ({width} x {height}).",
+                )
+        item = {"type": region["type"], "points": [[float(x), float(y)] for x, y in points]}
+        if isinstance(region.get("concept"), str):
+            item["concept"] = region["concept"]
+        clean.append(item)
+    return clean
+
+
+def _expectation_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any]:
+    review_round = task.round
+    asked = set(review_round.questions)
+    project = review_round.project
+    fields: dict[str, Any] = {}
+    if Question.EXPECTED_LABEL in asked:
+        label = data.get("expected_label")
+        if label not in project.labels:
+            raise field_error(
+                "expected_label", f"Choose a label from the label set: {', '.join(project.labels)}."
+            )
+        fields["expected_label"] = label
+    if Question.EXPECTED_CONFIDENCE in asked:
+        confidence = data.get("expected_confidence")
+        if (
+            not isinstance(confidence, int)
+            or isinstance(confidence, bool)
+            or not 1 <= confidence <= 5
+        ):
+            raise field_error("expected_confidence", "Give a whole number from 1 to 5.")
+        fields["expected_confidence"] = confidence
+    if Question.EVIDENCE in asked:
+        fields["evidence"] = _validate_regions(
+            data.get("evidence", []), task.instance.width, task.instance.height
+        )
+    if Question.CONCEPTS in asked:
+        concepts = data.get("concepts", [])
+        if not isinstance(concepts, list) or not all(isinstance(c, str) for c in concepts):
+            raise field_error("concepts", "Give a list of concept names.")
+        unknown = [c for c in concepts if c not in project.concept_vocabulary]
+        if unknown:
+            raise field_error(
+                "concepts",
+                f"Not in the concept vocabulary: {', '.join(unknown)}; put new ones in free_tags.",
+            )
+        tags = data.get("free_tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise field_error("free_tags", "Give a list of non-empty tags.")
+        fields["concepts"] = sorted(set(concepts))
+        fields["free_tags"] = sorted({t.strip()[:100] for t in tags})
+    return fields
+
+
+def _verdict_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any]:
+    asked = set(task.round.questions)
+    fields: dict[str, Any] = {}
+    verdict = data.get("prediction_verdict", "")
+    if Question.PREDICTION_VERDICT in asked:
+        if verdict not in PredictionVerdict.values:
+            raise field_error(
+                "prediction_verdict", f"Use one of {', '.join(PredictionVerdict.values)}."
+            )
+        fields["prediction_verdict"] = verdict
+    if Question.FEATURE_VERDICT in asked:
+        feature = data.get("feature_verdict")
+        if feature not in FeatureVerdict.values:
+            raise field_error("feature_verdict", f"Use one of {', '.join(FeatureVerdict.values)}.")
+        fields["feature_verdict"] = feature
+    if Question.ACCEPTABILITY in asked and verdict == PredictionVerdict.INCORRECT:
+        acceptable = data.get("acceptable")
+        if not isinstance(acceptable, bool):
+            raise field_error("acceptable", "For an error, say whether it is acceptable.")
+        severity = data.get("severity")
+        if not isinstance(severity, int) or isinstance(severity, bool) or not 1 <= severity <= 4:
+            raise field_error("severity", "Give the severity as a whole number from 1 to 4.")
+        reason = data.get("reason", "")
+        if reason not in ErrorReason.values:
+            raise field_error("reason", f"Use one of {', '.join(ErrorReason.values)}.")
+        fields.update(acceptable=acceptable, severity=severity, reason=reason)
+    else:
+        fields.update(acceptable=None, severity=None, reason="")
+    if Question.COMMENT in asked:
+        comment = data.get("comment", "")
+        if not isinstance(comment, str):
+            raise field_error("comment", "The comment must be text.")
+        fields["comment"] = comment[:5000]
+    return fields
+
+
+def _client_seconds(data: dict[str, Any]) -> float | None:
+    value = data.get("client_seconds")
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 86400:
+        raise field_error("client_seconds", "Give the time spent in seconds.")
+    return float(value)
+
+
+def _has_expectation_questions(review_round: ReviewRound) -> bool:
+    return any(q in review_round.questions for q in EXPECTATION_QUESTIONS)
+
+
+@transaction.atomic
+def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
+    """Phase 1. After it, the task reveals the model's prediction and saliency."""
+    task = (
+        ReviewTask.objects.select_for_update()
+        .select_related("round__project", "instance")
+        .get(pk=task.pk)
+    )
+    _own_task(task, expert)
+    _live_lease(task)
+    fields = _expectation_fields(task, data)
+    now = timezone.now()
+    review, _ = Review.objects.update_or_create(
+        task=task,
+        defaults={
+            "round_id": task.round_id,
+            "instance_id": task.instance_id,
+            "expert": expert,
+            "expectation_at": now,
+            **fields,
+        },
+    )
+    task.expectation_at = now
+    task.save(update_fields=["expectation_at"])
+    return review
+
+
+@transaction.atomic
+def verdict_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
+    """Phase 2, which completes the review. With blind-first off, the expectation fields may
+    come in the same request."""
+    task = (
+        ReviewTask.objects.select_for_update()
+        .select_related("round__project", "instance")
+        .get(pk=task.pk)
+    )
+    _own_task(task, expert)
+    _live_lease(task)
+    review_round = task.round
+    expectation: dict[str, Any] = {}
+    if task.expectation_at is None and _has_expectation_questions(review_round):
+        if review_round.blind_first:
+            raise Conflict(
+                "This round is blind-first: submit your expectation before the verdict.",
+                field="phase",
+            )
+        expectation = _expectation_fields(task, data) | {"expectation_at": timezone.now()}
+    fields = _verdict_fields(task, data)
+    now = timezone.now()
+    review, _ = Review.objects.update_or_create(
+        task=task,
+        defaults={
+            "round_id": task.round_id,
+            "instance_id": task.instance_id,
+            "expert": expert,
+            **expectation,
+            **fields,
+            "server_seconds": (now - task.leased_at).total_seconds() if task.leased_at else None,
+            "client_seconds": _client_seconds(data),
+            "submitted_at": now,
+        },
+    )
+    ReviewTask.objects.filter(pk=task.pk).update(
+        status=TaskStatus.SUBMITTED,
+        submitted_at=now,
+        expectation_at=task.expectation_at or now,
+    )
+    ReviewDraft.objects.filter(
+        round_id=task.round_id, instance_id=task.instance_id, expert=expert
+    ).delete()
+    transaction.on_commit(lambda: round_check_complete(round_id=review_round.pk))
+    return review
+
+
+_VERSIONED_FIELDS = (
+    "expected_label",
+    "expected_confidence",
+    "evidence",
+    "concepts",
+    "free_tags",
+    "prediction_verdict",
+    "feature_verdict",
+    "acceptable",
+    "severity",
+    "reason",
+    "comment",
+)
+
+
+@transaction.atomic
+def review_edit(*, review: Review, expert: Any, data: dict[str, Any]) -> Review:
+    """The author changes a submitted review while the round is open; the previous state is
+    kept as a ReviewVersion."""
+    review = (
+        Review.objects.select_for_update()
+        .select_related("round__project", "task__instance", "task__round__project")
+        .get(pk=review.pk)
+    )
+    if review.expert_id != expert.pk:
+        raise Http404("No review with that id.")
+    if review.round.status != RoundStatus.OPEN:
+        raise Conflict("The round is closed; reviews can no longer change.")
+    if review.submitted_at is None:
+        raise Conflict("Submit the review before editing it.")
+    snapshot = {name: getattr(review, name) for name in _VERSIONED_FIELDS}
+    merged = snapshot | {k: v for k, v in data.items() if k in _VERSIONED_FIELDS}
+    fields = {}
+    if _has_expectation_questions(review.round):
+        fields.update(_expectation_fields(review.task, merged))
+    fields.update(_verdict_fields(review.task, merged))
+    ReviewVersion.objects.create(review=review, version=review.version, data=snapshot)
+    for name, value in fields.items():
+        setattr(review, name, value)
+    review.version += 1
+    review.save()
+    return review
+
+
+# --- Completion, progress, digests ------------------------------------------------------
+
+
+def round_check_complete(*, round_id: int) -> bool:
+    """Tell the round's scientist once when every slot is submitted."""
+    done = (
+        not ReviewTask.objects.filter(round_id=round_id)
+        .exclude(status=TaskStatus.SUBMITTED)
+        .exists()
+    )
+    if not done:
+        return False
+    claimed = ReviewRound.objects.filter(pk=round_id, completed_notified_at__isnull=True).update(
+        completed_notified_at=timezone.now()
+    )
+    if claimed:
+        review_round = ReviewRound.objects.select_related("created_by").get(pk=round_id)
+        user = review_round.created_by
+        if user is not None and user.email:
+            send_mail(
+                subject=f"Review round '{review_round.name}' is complete",
+                message=(
+                    f"All {review_round.tasks.count()} reviews of '{review_round.name}' are in.\n"
+                    f"{settings.SITE_URL}/rounds/{review_round.pk}/"
+                ),
+                from_email=None,
+                recipient_list=[user.email],
+                fail_silently=True,
+            )
+    return True
+
+
+def digests_send(*, now: datetime | None = None) -> int:
+    """E-mail every expert a summary of the open rounds where tasks wait for them."""
+    from django.contrib.auth import get_user_model
+
+    from annotations import selectors
+
+    sent = 0
+    users = (
+        get_user_model()
+        .objects.filter(review_rounds__status=RoundStatus.OPEN, email__gt="")
+        .distinct()
+    )
+    for user in users:
+        lines = []
+        for review_round in user.review_rounds.filter(status=RoundStatus.OPEN):
+            waiting = selectors.tasks_available_count(review_round=review_round, expert=user)
+            if waiting:
+                due = f", due {review_round.due_at:%Y-%m-%d}" if review_round.due_at else ""
+                lines.append(f"- {review_round.name}: {waiting} task(s) for you{due}")
+        if lines:
+            send_mail(
+                subject="Review tasks waiting for you",
+                message="\n".join(lines) + f"\n\n{settings.SITE_URL}/",
+                from_email=None,
+                recipient_list=[user.email],
+                fail_silently=True,
+            )
+            sent += 1
+    return sent

@@ -13,8 +13,11 @@ PORT=${PORT:-8000}
 "$PY" manage.py collectstatic --noinput --verbosity 0
 
 mkdir -p var
-"$VENV/bin/celery" -A feedback_service worker -Q default,explain,cluster \
-  --concurrency "${WORKER_CONCURRENCY:-1}" --loglevel INFO --logfile var/worker.log &
+# -B runs Celery beat inside this worker (lease expiry, daily digests); production runs a
+# separate beat process (docker-compose.yml).
+"$VENV/bin/celery" -A feedback_service worker -B --schedule var/celerybeat-schedule \
+  -Q default,explain,cluster --concurrency "${WORKER_CONCURRENCY:-1}" --loglevel INFO \
+  --logfile var/worker.log &
 WORKER_PID=$!
 trap 'kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true' EXIT INT TERM
 

@@ -102,6 +102,9 @@ def round_create(
     chosen = _check_questions(questions if questions is not None else Question.values)
     _check_experts(project, experts)
     try:
+        # Stored normalised, so the saved strategy carries its defaults and the part names
+        # that key sampling_counts.
+        sampling_strategy = sampling.validate_strategy(sampling_strategy, labels=project.labels)
         plan = sampling.plan_sample(model_version=model_version, strategy=sampling_strategy)
     except sampling.SamplingError as exc:
         raise field_error(exc.field, exc.message) from exc

@@ -202,7 +202,7 @@ def test_write_permission_matrix(two_projects, role):
 
 
 def test_project_of_another_is_invisible_in_lists(two_projects):
-    own, other, _ = two_projects
+    own, _, _ = two_projects
     client = own.client(own.scientist)
     projects = {p["slug"] for p in client.get("/api/projects/").json()["results"]}
     assert projects == {"own"}

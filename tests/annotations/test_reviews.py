@@ -220,7 +220,8 @@ def test_blind_first_two_phases_and_reveal(world):
     assert (review.expected_label, review.severity, review.acceptable) == ("cat", 3, False)
     assert review.evidence == [{"type": "box", "points": [[1.0, 1.0], [10.0, 12.0]]}]
     assert review.client_seconds == 12.5
-    assert review.server_seconds is not None and review.server_seconds >= 0
+    assert review.server_seconds is not None
+    assert review.server_seconds >= 0
     assert ReviewTask.objects.get(pk=task["id"]).status == TaskStatus.SUBMITTED
 
 

@@ -53,6 +53,7 @@ from explain_worker.attribution import (
     attribute_batch,
     default_gradcam_layer,
     predicted_targets,
+    prepare_for_attribution,
 )
 from explain_worker.model_loading import build_architecture
 from explain_worker.rooms_cnn import ROOMS_INPUT_SIZE
@@ -62,9 +63,9 @@ METHODS = ("saliency", "integrated_gradients", "gradcam")
 NUM_CLASSES = 5
 BATCH_SIZE = 32
 IG_STEPS = 32
-# Scaled images per IG pass. One pass of 32 resnet18 images at 224 px already holds about a
-# gigabyte of saved activations, so resnet18 gets one step of the whole batch per pass; the
-# small CNN is cheap per image and gets two steps per pass for more work per convolution.
+# Scaled images per IG pass. One pass of 32 resnet18 images at 224 px already takes resnet18's
+# process to about 1.4 GB peak RSS, so it gets one step of the whole batch per pass (the
+# product's default); the small CNN gets two steps per pass, measured 1.3 times faster.
 IG_INTERNAL_BATCH: dict[str, int] = {"rooms_cnn": 64, "resnet18": 32}
 MIN_SECONDS = 3.0
 ROUNDS = 3
@@ -148,7 +149,9 @@ def run_all(settings: Settings, threads: int, *, quick: bool) -> None:
 def print_table(rows: list[dict]) -> None:
     header = (
         f"{'model':<10} {'method':<21} {'batch':>5} {'batched/s':>10} {'naive/s':>9} "
-        f"{'ceiling/s':>10} {'vs naive':>9} {'vs ceil':>8} {'peak MB':>8} {'cpu':>5} {'s':>5}"
+        f"{'ceiling/s':>10} {'vs naive':>9} {'vs ceil':>8} {'peak MB':>8} | "
+        f"{'naive p/s':>9} {'ceil p/s':>9} {'vs naive p':>10} {'vs ceil p':>9} | "
+        f"{'cpu':>4} {'s':>4}"
     )
     print(header)
     print("-" * len(header))
@@ -157,11 +160,17 @@ def print_table(rows: list[dict]) -> None:
             f"{row['model']:<10} {row['method']:<21} {row['batch_size']:>5} "
             f"{row['batched_per_s']:>10.2f} {row['naive_per_s']:>9.2f} "
             f"{row['ceiling_per_s']:>10.2f} {row['vs_naive']:>9.2f} {row['vs_ceiling']:>8.2f} "
-            f"{row['peak_rss_mb']:>8.0f} {row['cpu_cores_used']:>5.2f} {row['seconds']:>5.0f}"
+            f"{row['peak_rss_mb']:>8.0f} | {row['naive_prepared_per_s']:>9.2f} "
+            f"{row['ceiling_prepared_per_s']:>9.2f} {row['vs_naive_prepared']:>10.2f} "
+            f"{row['vs_ceiling_prepared']:>9.2f} | {row['cpu_cores_used']:>4.2f} "
+            f"{row['seconds']:>4.0f}"
         )
     print(
-        "cpu = CPU seconds per wall second of the worker process (about the thread count when "
-        "the machine is otherwise idle; lower means other processes took cores)."
+        "naive/ceiling: on the model as loaded; 'p' columns: the same baselines on the prepared "
+        "copy the product computes on (norms folded, channels_last). peak MB: the worker "
+        "process's peak RSS after the product path ran. cpu: CPU seconds per wall second of the "
+        "worker (about the thread count on an otherwise idle machine; lower means other "
+        "processes took cores)."
     )
 
 
@@ -184,8 +193,35 @@ def make_paths(
     n_steps: int,
     internal: int,
 ) -> Paths:
-    """Callables that attribute one batch (batched, ceiling) or one image (naive)."""
+    """Callables that attribute one batch (batched, ceilings) or one image (naive paths).
+
+    ``naive`` and ``ceiling`` use the model as loaded, as a user's own code would. The product
+    computes on :func:`prepare_for_attribution`'s copy (norms folded into convolutions,
+    channels_last), so ``naive_prepared`` and ``ceiling_prepared`` run the same two baselines
+    on that copy: they separate what batching gives from what the model preparation gives.
+    """
     config = AttributionConfig(method, n_steps=n_steps, internal_batch_size=internal)
+    prepared = prepare_for_attribution(model)
+    prepared_inputs = inputs.contiguous(memory_format=torch.channels_last)
+    batch_paths: dict[str, Callable[[], object]] = {
+        "batched": lambda: attribute_batch(model, inputs, targets, config),
+    }
+    image_paths = {}
+    for suffix, net, x in (("", model, inputs), ("_prepared", prepared, prepared_inputs)):
+        image_paths[f"naive{suffix}"] = naive_path(net, x, targets, method, n_steps, internal)
+        batch_paths[f"ceiling{suffix}"] = ceiling_path(net, x, targets, method, n_steps, internal)
+    return {**batch_paths, **image_paths}
+
+
+def naive_path(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    method: str,
+    n_steps: int,
+    internal: int,
+) -> Callable[[], object]:
+    """Captum on one image per call, cycling through the batch; Captum objects made once."""
     cursor = {"i": 0}
 
     def next_image() -> tuple[torch.Tensor, int]:
@@ -200,9 +236,6 @@ def make_paths(
             image, target = next_image()
             attribution = saliency.attribute(image.detach().requires_grad_(), target=target)
             return attribution.amax(dim=1)
-
-        def ceiling() -> object:
-            return ceiling_saliency(model, inputs, targets)
 
     elif method == "integrated_gradients":
         ig = IntegratedGradients(model)
@@ -219,25 +252,32 @@ def make_paths(
             )
             return attribution.sum(dim=1)
 
-        def ceiling() -> object:
-            return ceiling_integrated_gradients(model, inputs, targets, n_steps, internal)
-
     else:
-        layer = model.get_submodule(default_gradcam_layer(model))
-        gradcam = LayerGradCam(model, layer)
+        gradcam = LayerGradCam(model, model.get_submodule(default_gradcam_layer(model)))
 
         def naive() -> object:
             image, target = next_image()
             cam = gradcam.attribute(image, target=target, relu_attributions=True)
             return LayerAttribution.interpolate(cam, tuple(image.shape[2:]), "bilinear")[:, 0]
 
-        def ceiling() -> object:
-            return ceiling_gradcam(model, layer, inputs, targets)
+    return naive
 
-    def batched() -> object:
-        return attribute_batch(model, inputs, targets, config)
 
-    return {"batched": batched, "naive": naive, "ceiling": ceiling}
+def ceiling_path(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    method: str,
+    n_steps: int,
+    internal: int,
+) -> Callable[[], object]:
+    """Plain autograd on the whole batch, no Captum."""
+    if method == "saliency":
+        return lambda: ceiling_saliency(model, inputs, targets)
+    if method == "integrated_gradients":
+        return lambda: ceiling_integrated_gradients(model, inputs, targets, n_steps, internal)
+    layer = model.get_submodule(default_gradcam_layer(model))
+    return lambda: ceiling_gradcam(model, layer, inputs, targets)
 
 
 def ceiling_saliency(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -319,7 +359,7 @@ def run_worker(model_name: str, method: str, settings: Settings) -> dict:
     # Warm-ups run the same pass shapes with 2 IG steps, so one-time costs (oneDNN kernel
     # selection, allocator growth) are excluded without paying for a whole resnet18 IG batch.
     warm = make_paths(model, inputs, targets, method, 2, internal)
-    items = {"batched": n, "naive": 1, "ceiling": n}
+    items = {name: 1 if name.startswith("naive") else n for name in paths}
     best = dict.fromkeys(paths, 0.0)
     product_peak = 0.0
     for round_index in range(settings.rounds):
@@ -334,16 +374,22 @@ def run_worker(model_name: str, method: str, settings: Settings) -> dict:
         if time.perf_counter() - round_started > ROUND_BUDGET_S:
             break
     wall = time.perf_counter() - started
+    batched = best["batched"]
     return {
         "model": model_name,
         "method": method,
         "batch_size": n,
-        "batched_per_s": round(best["batched"], 2),
+        "batched_per_s": round(batched, 2),
         "naive_per_s": round(best["naive"], 2),
         "ceiling_per_s": round(best["ceiling"], 2),
-        "vs_naive": round(best["batched"] / best["naive"], 2),
-        "vs_ceiling": round(best["batched"] / best["ceiling"], 2),
+        "vs_naive": round(batched / best["naive"], 2),
+        "vs_ceiling": round(batched / best["ceiling"], 2),
         "peak_rss_mb": round(product_peak),
+        "naive_prepared_per_s": round(best["naive_prepared"], 2),
+        "ceiling_prepared_per_s": round(best["ceiling_prepared"], 2),
+        "vs_naive_prepared": round(batched / best["naive_prepared"], 2),
+        "vs_ceiling_prepared": round(batched / best["ceiling_prepared"], 2),
+        "ig_internal_batch_size": internal if method == "integrated_gradients" else None,
         "process_peak_rss_mb": round(peak_rss_mb()),
         "cpu_cores_used": round((time.process_time() - cpu_started) / wall, 2),
         "seconds": round(wall, 1),
@@ -355,12 +401,13 @@ def profile(model_name: str, method: str, settings: Settings) -> None:
     internal = IG_INTERNAL_BATCH[model_name]
     paths = make_paths(model, inputs, targets, method, settings.ig_steps, internal)
     n = settings.batch_size
-    for name, calls in (("batched", 1), ("naive", n), ("ceiling", 1)):
-        paths[name]()
+    for name, run in paths.items():
+        calls = n if name.startswith("naive") else 1
+        run()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             for _ in range(calls):
-                paths[name]()
+                run()
             elapsed = time.perf_counter() - start
         print(f"\n=== {model_name} {method} {name}: {n} images in {elapsed:.3f} s ===")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))

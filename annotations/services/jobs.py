@@ -122,7 +122,12 @@ def jobs_requeue_orphaned(
     alive = WorkerHeartbeat.objects.filter(
         last_seen__gte=now - timedelta(seconds=stale_seconds)
     ).values_list("hostname", flat=True)
-    orphaned = Job.objects.filter(status=JobStatus.RUNNING).exclude(worker__in=list(alive))
+    # worker="" is a job run in-process (a management command): no heartbeat to watch.
+    orphaned = (
+        Job.objects.filter(status=JobStatus.RUNNING)
+        .exclude(worker="")
+        .exclude(worker__in=list(alive))
+    )
     lost = (
         Job.objects.filter(
             status=JobStatus.QUEUED, updated_at__lt=now - timedelta(seconds=queued_seconds)

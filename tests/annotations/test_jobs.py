@@ -29,6 +29,7 @@ def test_orphaned_running_job_is_requeued_once(django_capture_on_commit_callback
     orphan = make_job(project, status=JobStatus.RUNNING, worker="dead@x", done=4)
     healthy = make_job(project, status=JobStatus.RUNNING, worker="alive@x")
     finished = make_job(project, status=JobStatus.SUCCEEDED, worker="dead@x")
+    in_process = make_job(project, status=JobStatus.RUNNING, worker="")
     sent = []
     with django_capture_on_commit_callbacks(execute=True):
         ids = services.jobs_requeue_orphaned(
@@ -38,7 +39,7 @@ def test_orphaned_running_job_is_requeued_once(django_capture_on_commit_callback
     assert sent == [("explain_worker.tasks.compute_explanations", orphan.pk)]
     orphan.refresh_from_db()
     assert (orphan.status, orphan.worker, orphan.done) == (JobStatus.QUEUED, "", 4)
-    for job in (healthy, finished):
+    for job in (healthy, finished, in_process):
         before = job.status
         job.refresh_from_db()
         assert job.status == before

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "annotations",
     "frontend",
 ]
@@ -200,9 +201,16 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Expert feedback service API",
-    "DESCRIPTION": "Projects, datasets, model versions, predictions and jobs.",
+    "DESCRIPTION": (
+        "Projects, datasets, model versions, predictions, explanations, jobs, review rounds, "
+        "tasks and reviews."
+    ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # From drf-spectacular-sidecar, served by WhiteNoise: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Review rounds ------------------------------------------------------------------------

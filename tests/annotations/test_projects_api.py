@@ -96,3 +96,10 @@ def test_openapi_schema_is_served():
     response = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     assert "/api/projects/{project_id}/datasets/import/" in response.json()["paths"]
+
+
+def test_api_docs_page_uses_no_cdn():
+    client = client_for(make_user("ana"))
+    html = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in html
+    assert "cdn" not in html.lower()

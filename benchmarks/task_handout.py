@@ -17,9 +17,12 @@ What it does:
    API tokens, then a round through ``services.reviews.round_create`` (overlap 1, every
    question, blind-first, ``explanation_method=""`` so no saliency job is queued). Then
    ``VACUUM ANALYZE`` (``--no-analyze`` skips it, to see the planner on a fresh table).
-3. Starts gunicorn on the same database. Default: ``--workers 4`` sync workers on the 2-core
-   box; ``--worker-class gthread --threads N`` and ``--sweep`` (tries several configs for
-   ``--sweep-seconds`` each, then runs the best) are there to compare.
+3. Starts gunicorn on the same database. Default: ``--workers 3 --worker-class gthread
+   --threads 4`` (the best of the configs ``--sweep`` tries on the 2-core box: sync workers
+   leave the CPU idle while they wait on PostgreSQL and cannot keep connections alive; more
+   processes cost ~0.9 GB each, because the app imports torch). ``--workers``/``--threads``
+   (``--threads 1`` = sync) or ``--gunicorn "..."`` change it; ``--sweep`` tries several
+   configs for ``--sweep-seconds`` each, then runs the best.
 4. Runs one thread per expert, each with its own persistent ``http.client`` connection (sync
    gunicorn workers answer ``Connection: close``, so there the client reconnects per request;
    gthread keeps the connection alive). Each expert loops: ``POST /api/rounds/{id}/tasks/next``
@@ -72,7 +75,7 @@ VENV_BIN = Path(sys.executable).parent
 DB_NAME = "feedback_bench"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 LABELS = ["cat", "dog", "bird", "fish", "horse"]
-DEFAULT_GUNICORN = "--workers 4"
+DEFAULT_GUNICORN = "--workers 3 --worker-class gthread --threads 4"
 SWEEP_CONFIGS = [
     "--workers 3",
     "--workers 4",
@@ -416,7 +419,7 @@ class Gunicorn:
         while time.monotonic() - start < timeout and fast_batches < 3:
             latencies: list[float] = []
 
-            def hit() -> None:
+            def hit(latencies: list[float] = latencies) -> None:
                 t = time.perf_counter()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
                 try:
@@ -687,6 +690,7 @@ def summarize(stats: Stats, warmup: float, seconds: float) -> dict:
         errors[f"conn {name}"] += n
     out["errors"] = dict(errors)
     out["requests"] = total
+    out["ok_requests"] = sum(len(v) for v in lat.values())
     out["requests_per_s"] = round(total / seconds, 1)
     out["reviews_per_s"] = round(len(cycles) / seconds, 1)
     return out
@@ -769,9 +773,17 @@ def profile_cycle(round_id: int, token: str) -> dict:
             elapsed = time.perf_counter() - start
         sql_ms = sum(float(q["time"]) for q in ctx.captured_queries) * 1000
         slowest = sorted(ctx.captured_queries, key=lambda q: -float(q["time"]))[:3]
+        statements = [q["sql"] for q in ctx.captured_queries]
+        control = [
+            q for q in statements if q.split(" ", 1)[0] in ("SAVEPOINT", "RELEASE", "COMMIT")
+        ]
+        repeated = Counter(q for q in statements if q not in control)
         report[name] = {
             "status": resp.status_code,
-            "queries": len(ctx.captured_queries),
+            "queries": len(statements) - len(control),
+            "control_statements": len(control),
+            # The same SQL (same parameters too) sent more than once in one request.
+            "repeated": {q[:300]: n for q, n in repeated.items() if n > 1},
             "wall_ms": round(elapsed * 1000, 2),
             "sql_ms": round(sql_ms, 2),
             "slowest": [
@@ -849,6 +861,14 @@ def print_summary(
         f"{cpu['postgres_cores']}, load generator {cpu['generator_cores']}, other processes "
         f"{cpu['other_cores']}; machine {cpu['machine_busy_pct']}% of {cpu['cores']} cores"
     )
+    n = max(summary["requests"], 1)
+    g_ms = 1000 * cpu["gunicorn_cores"] * cpu["wall_s"] / n
+    p_ms = 1000 * cpu["postgres_cores"] * cpu["wall_s"] / n
+    print(
+        f"CPU per request: gunicorn {g_ms:.1f} ms, postgres {p_ms:.1f} ms -> at most "
+        f"~{1000 * cpu['cores'] / max(g_ms + p_ms, 1e-9):.0f} requests/s on {cpu['cores']} "
+        "cores with nothing else running"
+    )
     status = dups.get("_status_counts", {})
     print(f"task states after the run: {status}")
     print("duplicate checks: " + ", ".join(f"{k}={v}" for k, v in dups.items() if k[0] != "_"))
@@ -894,8 +914,10 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=None, help="measured load (60; 10 quick)")
     parser.add_argument("--warmup", type=float, default=None, help="uncounted start (5; 2 quick)")
-    parser.add_argument("--workers", type=int, default=None, help="gunicorn --workers (4)")
-    parser.add_argument("--threads", type=int, default=None, help="gthread threads per worker")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn --workers (3)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="gthread threads per worker (4; 1 = sync)"
+    )
     parser.add_argument("--gunicorn", default=None, help=f"gunicorn options ({DEFAULT_GUNICORN!r})")
     parser.add_argument("--sweep", action="store_true", help="try several gunicorn configs")
     parser.add_argument("--sweep-seconds", type=float, default=15)
@@ -911,9 +933,10 @@ def main() -> None:
         args.warmup = 2.0 if args.quick else 5.0
     config = args.gunicorn or DEFAULT_GUNICORN
     if args.workers is not None or args.threads is not None:
-        config = f"--workers {args.workers or 4}"
-        if args.threads:
-            config += f" --worker-class gthread --threads {args.threads}"
+        threads = 4 if args.threads is None else args.threads
+        config = f"--workers {args.workers or 3}"
+        if threads > 1:
+            config += f" --worker-class gthread --threads {threads}"
 
     # SIGTERM/SIGHUP -> SystemExit so the finally block still cleans up.
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -1017,9 +1040,12 @@ def main() -> None:
                 if name in report:
                     r = report[name]
                     print(
-                        f"{name}: HTTP {r['status']}, {r['queries']} queries, "
+                        f"{name}: HTTP {r['status']}, {r['queries']} queries + "
+                        f"{r['control_statements']} SAVEPOINT/RELEASE/COMMIT, "
                         f"{r['sql_ms']} ms in SQL of {r['wall_ms']} ms"
                     )
+                    for q, n in r["repeated"].items():
+                        print(f"    sent {n}x in this one request: {q[:170]}")
                     for q in r["slowest"]:
                         print(f"    {q['ms']:>7.2f} ms  {q['sql'][:200]}")
             if "claim_explain" in report:

@@ -67,3 +67,44 @@ def write_rooms_cnn_weights(path: Path, num_classes: int = len(LABELS), seed: in
     torch.manual_seed(seed)
     torch.save(RoomsCNN(num_classes=num_classes).state_dict(), path)
     return path
+
+
+def import_images(project: Project, archive, name: str = "d"):
+    """Import a zip (file-like) into a dataset of ``project`` in this process."""
+    job = services.dataset_import_start(
+        project=project,
+        archive_file=archive,
+        options=services.ImportOptions(dataset_name=name),
+        created_by=None,
+        run_now=True,
+    )
+    services.dataset_import_run(job=job)
+    return job
+
+
+def rooms_cnn_upload(num_classes: int = len(LABELS), name: str = "cnn.pt") -> io.BytesIO:
+    """An untrained RoomsCNN state dict as an upload."""
+    from explain_worker.rooms_cnn import RoomsCNN
+
+    buffer = io.BytesIO()
+    torch.save(RoomsCNN(num_classes=num_classes).state_dict(), buffer)
+    buffer.seek(0)
+    buffer.name = name
+    return buffer
+
+
+def register_rooms_cnn(client, project: Project, input_size: int = 24):
+    """Register an untrained RoomsCNN through the API; returns the response."""
+    return client.post(
+        f"/api/projects/{project.pk}/model-versions/",
+        {
+            "name": "cnn",
+            "kind": "architecture",
+            "architecture": "rooms_cnn",
+            "input_size": input_size,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+            "weights": rooms_cnn_upload(),
+        },
+        format="multipart",
+    )

@@ -13,7 +13,7 @@ from annotations.models import Explanation, Job, JobStatus, ModelVersion, Role
 from explain_worker import rendering
 from explain_worker import tasks as worker_tasks
 from explain_worker.rooms_cnn import RoomsCNN
-from tests.factories import LABELS, add_member, imagefolder_files, make_project
+from tests.factories import LABELS, add_member, imagefolder_files, import_images, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -22,14 +22,7 @@ pytestmark = pytest.mark.django_db
 def setup(media_root, image_zip, settings):
     settings.EXPLAIN_BATCH_SIZE = 4
     project = make_project()
-    job = services.dataset_import_start(
-        project=project,
-        archive_file=image_zip(imagefolder_files(3)),
-        options=services.ImportOptions(dataset_name="d"),
-        created_by=None,
-        run_now=True,
-    )
-    services.dataset_import_run(job=job)
+    import_images(project, image_zip(imagefolder_files(3)))
     weights = io.BytesIO()
     torch.save(RoomsCNN(num_classes=3).state_dict(), weights)
     weights.seek(0)
@@ -179,14 +172,7 @@ def test_bad_input_names_the_field_and_queues_nothing(setup, body, field):
 def test_instance_of_another_project(setup, image_zip):
     _, mv, client = setup
     other = make_project(slug="other")
-    job = services.dataset_import_start(
-        project=other,
-        archive_file=image_zip(imagefolder_files(1)),
-        options=services.ImportOptions(dataset_name="d"),
-        created_by=None,
-        run_now=True,
-    )
-    services.dataset_import_run(job=job)
+    import_images(other, image_zip(imagefolder_files(1)))
     foreign = other.instances.first()
     response = client.post(
         f"/api/model-versions/{mv.pk}/explanations/",

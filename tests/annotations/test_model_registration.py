@@ -11,7 +11,7 @@ from annotations import services
 from annotations.models import Instance, JobKind, JobStatus, ModelVersion, Prediction
 from explain_worker import tasks as worker_tasks
 from explain_worker.rooms_cnn import RoomsCNN
-from tests.factories import LABELS, imagefolder_files, make_project
+from tests.factories import LABELS, imagefolder_files, import_images, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -19,14 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def project(media_root, image_zip):
     project = make_project()
-    job = services.dataset_import_start(
-        project=project,
-        archive_file=image_zip(imagefolder_files(4)),
-        options=services.ImportOptions(dataset_name="d"),
-        created_by=None,
-        run_now=True,
-    )
-    services.dataset_import_run(job=job)
+    import_images(project, image_zip(imagefolder_files(4)))
     assert Instance.objects.count() == 12
     return project
 

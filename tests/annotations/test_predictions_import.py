@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from rest_framework.test import APIClient
 
-from annotations import services, tasks
+from annotations import tasks
 from annotations.models import Explanation, Instance, Job, JobStatus, ModelVersion, Prediction
-from tests.factories import imagefolder_files, make_project
+from tests.factories import imagefolder_files, import_images, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -19,14 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def project(media_root, image_zip):
     project = make_project()
-    job = services.dataset_import_start(
-        project=project,
-        archive_file=image_zip(imagefolder_files(2)),
-        options=services.ImportOptions(dataset_name="d"),
-        created_by=None,
-        run_now=True,
-    )
-    services.dataset_import_run(job=job)
+    import_images(project, image_zip(imagefolder_files(2)))
     return project
 
 

@@ -1,15 +1,11 @@
 """A worker killed with SIGKILL in the middle of an explanation job leaves a job that
 another worker completes with the exact count and no duplicate rows."""
 
-import io
-
 import pytest
-import torch
 from rest_framework.test import APIClient
 
 from annotations.models import Explanation, Job, JobStatus
-from explain_worker.rooms_cnn import RoomsCNN
-from tests.factories import imagefolder_files, make_project
+from tests.factories import imagefolder_files, make_project, register_rooms_cnn
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,23 +32,7 @@ def test_killed_worker_job_is_finished_by_another(
         format="multipart",
     )
     wait_for(lambda: Job.objects.get(pk=response.json()["id"]).is_finished, what="import")
-    weights = io.BytesIO()
-    torch.save(RoomsCNN(num_classes=3).state_dict(), weights)
-    weights.seek(0)
-    weights.name = "cnn.pt"
-    mv = client.post(
-        f"/api/projects/{project.pk}/model-versions/",
-        {
-            "name": "cnn",
-            "kind": "architecture",
-            "architecture": "rooms_cnn",
-            "input_size": 24,
-            "mean": [0.5, 0.5, 0.5],
-            "std": [0.25, 0.25, 0.25],
-            "weights": weights,
-        },
-        format="multipart",
-    ).json()
+    mv = register_rooms_cnn(client, project).json()
     wait_for(lambda: Job.objects.get(pk=mv["job"]["id"]).is_finished, what="predictions")
 
     # Occlusion with a 1-px stride is slow enough per batch to be caught mid-job.

@@ -1,15 +1,11 @@
 """The whole path on real components: import a dataset through the API, register a model,
 and see predictions written by a separate worker process (PostgreSQL + Redis in CI)."""
 
-import io
-
 import pytest
-import torch
 from rest_framework.test import APIClient
 
 from annotations.models import Instance, Job, JobStatus, Prediction
-from explain_worker.rooms_cnn import RoomsCNN
-from tests.factories import imagefolder_files, make_project
+from tests.factories import imagefolder_files, make_project, register_rooms_cnn
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,23 +32,7 @@ def test_import_register_and_predict_with_a_real_worker(start_worker, media_root
     assert job_status(import_job) == JobStatus.SUCCEEDED, worker.output()[-3000:]
     assert Instance.objects.filter(project=project).count() == 15
 
-    weights = io.BytesIO()
-    torch.save(RoomsCNN(num_classes=3).state_dict(), weights)
-    weights.seek(0)
-    weights.name = "cnn.pt"
-    response = client.post(
-        f"/api/projects/{project.pk}/model-versions/",
-        {
-            "name": "cnn",
-            "kind": "architecture",
-            "architecture": "rooms_cnn",
-            "input_size": 24,
-            "mean": [0.5, 0.5, 0.5],
-            "std": [0.25, 0.25, 0.25],
-            "weights": weights,
-        },
-        format="multipart",
-    )
+    response = register_rooms_cnn(client, project)
     assert response.status_code == 201, response.content
     predict_job = response.json()["job"]["id"]
     wait_for(lambda: Job.objects.get(pk=predict_job).is_finished, what="the prediction job")

@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import shared_task
 
 from annotations import services
 from annotations.models import Job
 
 
-def _load_unfinished(job_id: int) -> Job | None:
+def _run(job_id: int, service: Callable[..., object]) -> None:
     job = Job.objects.select_related("dataset__project", "model_version__project").get(pk=job_id)
-    return None if job.is_finished else job
+    if job.is_finished:
+        return  # a repeated message
+    try:
+        service(job=job)
+    except Exception as exc:
+        services.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 @shared_task(name="annotations.tasks.import_dataset")
 def import_dataset(job_id: int) -> None:
-    job = _load_unfinished(job_id)
-    if job is None:
-        return
-    try:
-        services.dataset_import_run(job=job)
-    except Exception as exc:
-        services.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
-        raise
+    _run(job_id, services.dataset_import_run)
 
 
 @shared_task(name="annotations.tasks.import_predictions")
 def import_predictions(job_id: int) -> None:
-    job = _load_unfinished(job_id)
-    if job is None:
-        return
-    try:
-        services.predictions_import_run(job=job)
-    except Exception as exc:
-        services.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
-        raise
+    _run(job_id, services.predictions_import_run)
 
 
 @shared_task(name="annotations.tasks.expire_leases")

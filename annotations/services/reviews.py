@@ -498,9 +498,9 @@ def _has_expectation_questions(review_round: ReviewRound) -> bool:
     return any(q in review_round.questions for q in EXPECTATION_QUESTIONS)
 
 
-@transaction.atomic
-def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
-    """Phase 1. After it, the task reveals the model's prediction and saliency."""
+def _locked_live_task(task: ReviewTask, expert: Any) -> ReviewTask:
+    """The task row, locked for this transaction, after checking it is the expert's and the
+    lease lives. Call inside ``transaction.atomic``."""
     task = (
         ReviewTask.objects.select_for_update()
         .select_related("round__project", "instance")
@@ -508,18 +508,29 @@ def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -
     )
     _own_task(task, expert)
     _live_lease(task)
-    fields = _expectation_fields(task, data)
-    now = timezone.now()
+    return task
+
+
+def _review_upsert(task: ReviewTask, expert: Any, fields: dict[str, Any]) -> Review:
     review, _ = Review.objects.update_or_create(
         task=task,
         defaults={
             "round_id": task.round_id,
             "instance_id": task.instance_id,
             "expert": expert,
-            "expectation_at": now,
             **fields,
         },
     )
+    return review
+
+
+@transaction.atomic
+def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
+    """Phase 1. After it, the task reveals the model's prediction and saliency."""
+    task = _locked_live_task(task, expert)
+    fields = _expectation_fields(task, data)
+    now = timezone.now()
+    review = _review_upsert(task, expert, {"expectation_at": now, **fields})
     task.expectation_at = now
     task.save(update_fields=["expectation_at"])
     return review
@@ -529,13 +540,7 @@ def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -
 def verdict_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
     """Phase 2, which completes the review. With blind-first off, the expectation fields may
     come in the same request."""
-    task = (
-        ReviewTask.objects.select_for_update()
-        .select_related("round__project", "instance")
-        .get(pk=task.pk)
-    )
-    _own_task(task, expert)
-    _live_lease(task)
+    task = _locked_live_task(task, expert)
     review_round = task.round
     expectation: dict[str, Any] = {}
     if task.expectation_at is None and _has_expectation_questions(review_round):
@@ -547,12 +552,10 @@ def verdict_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Re
         expectation = _expectation_fields(task, data) | {"expectation_at": timezone.now()}
     fields = _verdict_fields(task, data)
     now = timezone.now()
-    review, _ = Review.objects.update_or_create(
-        task=task,
-        defaults={
-            "round_id": task.round_id,
-            "instance_id": task.instance_id,
-            "expert": expert,
+    review = _review_upsert(
+        task,
+        expert,
+        {
             **expectation,
             **fields,
             "server_seconds": (now - task.leased_at).total_seconds() if task.leased_at else None,

@@ -21,6 +21,7 @@ from explain_worker.model_loading import list_architectures
 
 class ProjectListCreate(generics.ListAPIView):
     serializer_class = s.ProjectOutput
+    filterset_fields = ["slug"]
 
     def get_queryset(self):
         return access.projects_for_user(self.request.user).order_by("name")
@@ -54,6 +55,7 @@ class ProjectMembers(APIView):
 
 class DatasetList(generics.ListAPIView):
     serializer_class = s.DatasetOutput
+    filterset_fields = ["name"]
 
     def get_queryset(self):
         project = access.access_project_by_id(
@@ -117,6 +119,7 @@ class InstanceImage(APIView):
 
 class ModelVersionListRegister(generics.ListAPIView):
     serializer_class = s.ModelVersionOutput
+    filterset_fields = ["kind", "status"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
     def get_queryset(self):

@@ -103,3 +103,14 @@ def test_api_docs_page_uses_no_cdn():
     html = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in html
     assert "cdn" not in html.lower()
+
+
+def test_lists_are_paginated_and_filtered():
+    owner = make_user("ana")
+    for slug in ("a", "b", "c"):
+        make_project(owner=owner, slug=slug)
+    client = client_for(owner)
+    body = client.get("/api/projects/?slug=b").json()
+    assert body["count"] == 1
+    assert body["results"][0]["slug"] == "b"
+    assert {"count", "next", "previous", "results"} <= set(client.get("/api/projects/").json())

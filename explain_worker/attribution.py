@@ -1,10 +1,13 @@
 """Batched attribution maps (Saliency, Integrated Gradients, Grad-CAM, Occlusion) with Captum.
 
 Every method turns a preprocessed NCHW batch and one target class per image into one 2-D map
-per image at the model's input resolution, computed for the whole batch in one Captum call.
-Models come from ``load_model``: in eval mode with frozen parameters, so every backward pass
-here computes gradients for the inputs (or the Grad-CAM layer) only, never for the weights.
-This module must stay free of Django.
+per image at the model's input resolution, computed for the whole batch in one Captum call
+(Integrated Gradients: one per chunk of images when its internal batch is smaller than the
+batch). Models come from ``load_model``: in eval mode with frozen parameters, so every backward
+pass here computes gradients for the inputs (or the Grad-CAM layer) only, never for the
+weights. Captum runs on a cached copy of the model with batch norms folded into convolutions
+and channels_last weights (see :func:`prepare_for_attribution`). This module must stay free of
+Django.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 with trust auth for the
 ``postgres`` user; nothing else is touched)::
 
-    .venv/bin/python benchmarks/task_handout.py --quick     # 10 s of load, ~1-2 min in all
-    .venv/bin/python benchmarks/task_handout.py             # 100k tasks, 50 experts, 60 s
+    .venv/bin/python benchmarks/task_handout.py --quick     # 10 s of load, ~2-3 min in all
+    .venv/bin/python benchmarks/task_handout.py             # 100k tasks, 50 experts, 60 s; ~4 min
 
 What it does:
 
@@ -17,12 +17,15 @@ What it does:
    API tokens, then a round through ``services.reviews.round_create`` (overlap 1, every
    question, blind-first, ``explanation_method=""`` so no saliency job is queued). Then
    ``VACUUM ANALYZE`` (``--no-analyze`` skips it, to see the planner on a fresh table).
-3. Starts gunicorn on the same database. Default: ``--workers 3 --worker-class gthread
-   --threads 4`` (the best of the configs ``--sweep`` tries on the 2-core box: sync workers
-   leave the CPU idle while they wait on PostgreSQL and cannot keep connections alive; more
-   processes cost ~0.9 GB each, because the app imports torch). ``--workers``/``--threads``
-   (``--threads 1`` = sync) or ``--gunicorn "..."`` change it; ``--sweep`` tries several
-   configs for ``--sweep-seconds`` each, then runs the best.
+3. Starts gunicorn on the same database. Default: ``--workers 4`` sync workers, the best of
+   the configs ``--sweep`` tries on the 2-core box (57 requests/s against 47-50 for gthread,
+   and the tightest tail). gthread keeps client connections alive, but a kept-alive
+   connection stays with the worker that accepted it and the first worker to wake grabs most
+   of them (50 connections split e.g. [40, 6, 4]), so one GIL serves most of the load and the
+   tail grows; with ``--keep-alive 0`` gthread still lost. Each worker costs ~750 MB RSS (the
+   app imports torch), so more workers are expensive. ``--workers N``/``--threads T``
+   (T > 1 = gthread) or ``--gunicorn "..."`` change it; ``--sweep`` tries several configs for
+   ``--sweep-seconds`` each, then runs the best.
 4. Runs one thread per expert, each with its own persistent ``http.client`` connection (sync
    gunicorn workers answer ``Connection: close``, so there the client reconnects per request;
    gthread keeps the connection alive). Each expert loops: ``POST /api/rounds/{id}/tasks/next``
@@ -75,14 +78,14 @@ VENV_BIN = Path(sys.executable).parent
 DB_NAME = "feedback_bench"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 LABELS = ["cat", "dog", "bird", "fish", "horse"]
-DEFAULT_GUNICORN = "--workers 3 --worker-class gthread --threads 4"
+DEFAULT_GUNICORN = "--workers 4"
 SWEEP_CONFIGS = [
-    "--workers 3",
     "--workers 4",
     "--workers 6",
     "--workers 2 --worker-class gthread --threads 4",
     "--workers 3 --worker-class gthread --threads 4",
-    "--workers 4 --worker-class gthread --threads 2",
+    "--workers 3 --worker-class gthread --threads 4 --keep-alive 0",
+    "--workers 4 --worker-class gthread --threads 2 --keep-alive 0",
 ]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -291,17 +294,46 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _postgres_pids() -> list[int]:
+def _rss_mb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def connections_per_worker(port: int) -> list[int]:
+    """Established client connections each gunicorn process holds (from ``ss``), largest
+    first: a kept-alive connection stays with the worker that accepted it."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    per_pid = Counter(m.split(",")[0] for m in out.split("pid=")[1:])
+    return sorted(per_pid.values(), reverse=True)
+
+
+def _bench_backends() -> list[int]:
+    """PostgreSQL processes working for the bench database (backends, autovacuum)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/comm") as fh:
-                if fh.read().strip() in ("postgres", "postmaster"):
-                    pids.append(int(entry))
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read()
         except OSError:
             continue
+        if cmd.startswith(b"postgres:") and f" {DB_NAME} ".encode() in cmd:
+            pids.append(int(entry))
     return pids
 
 
@@ -314,40 +346,69 @@ def _machine_cpu() -> tuple[float, float]:
 
 
 class CpuMeter:
-    """CPU seconds of gunicorn (master + workers), PostgreSQL, this process, the machine."""
+    """CPU seconds of gunicorn (master + workers), the PostgreSQL processes serving the bench
+    database, this process, and the whole machine, over the measured window.
 
-    def __init__(self, gunicorn_pid: int) -> None:
+    Processes are polled every half second and their CPU deltas summed, because PostgreSQL
+    backends come and go (Django reconnects after CONN_MAX_AGE): a plain before/after sum
+    would lose the CPU of every backend that exited. A process first seen mid-window counts
+    in full (it was born in the window); one that exits loses at most its last half second.
+    """
+
+    def __init__(self, gunicorn_pid: int, port: int) -> None:
         self.gunicorn_pid = gunicorn_pid
-        self.start = self._sample()
+        self.connections = connections_per_worker(port)
+        self.acc = {"gunicorn": 0.0, "postgres": 0.0}
+        self.last: dict[int, float] = {}
+        self._poll(first=True)
+        self.busy0, self.total0 = _machine_cpu()
+        self.gen0 = time.process_time()
+        self.wall0 = time.perf_counter()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
 
-    def _sample(self) -> dict[str, float]:
-        workers = _children(self.gunicorn_pid)
+    def _pids(self) -> list[tuple[str, int]]:
+        gunicorn = [self.gunicorn_pid, *_children(self.gunicorn_pid)]
+        return [("gunicorn", p) for p in gunicorn] + [("postgres", p) for p in _bench_backends()]
+
+    def _poll(self, first: bool = False) -> None:
+        for group, pid in self._pids():
+            cpu = _proc_cpu(pid)
+            prev = self.last.get(pid)
+            if prev is None:
+                if not first:
+                    self.acc[group] += cpu
+            else:
+                self.acc[group] += max(0.0, cpu - prev)
+            self.last[pid] = cpu
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.5):
+            self._poll()
+
+    def stop(self) -> dict:
+        self._done.set()
+        self._thread.join()
+        self._poll()
         busy, total = _machine_cpu()
-        return {
-            "gunicorn": _proc_cpu(self.gunicorn_pid) + sum(_proc_cpu(p) for p in workers),
-            "postgres": sum(_proc_cpu(p) for p in _postgres_pids()),
-            "generator": time.process_time(),
-            "machine_busy": busy,
-            "machine_total": total,
-            "wall": time.perf_counter(),
-        }
-
-    def stop(self) -> dict[str, float]:
-        end = self._sample()
-        wall = end["wall"] - self.start["wall"]
-        d = {k: end[k] - self.start[k] for k in end}
+        wall = time.perf_counter() - self.wall0
+        generator = time.process_time() - self.gen0
         cores = os.cpu_count() or 1
-        busy_cores = cores * d["machine_busy"] / max(d["machine_total"], 1e-9)
-        ours = (d["gunicorn"] + d["postgres"] + d["generator"]) / wall
+        busy_frac = (busy - self.busy0) / max(total - self.total0, 1e-9)
+        ours = (self.acc["gunicorn"] + self.acc["postgres"] + generator) / wall
         return {
             "wall_s": round(wall, 2),
-            "gunicorn_cores": round(d["gunicorn"] / wall, 2),
-            "postgres_cores": round(d["postgres"] / wall, 2),
-            "generator_cores": round(d["generator"] / wall, 2),
-            # Everything else on the machine (other users' processes, the kernel).
-            "other_cores": round(max(0.0, busy_cores - ours), 2),
-            "machine_busy_pct": round(100 * d["machine_busy"] / max(d["machine_total"], 1e-9), 1),
+            "gunicorn_cores": round(self.acc["gunicorn"] / wall, 2),
+            "postgres_cores": round(self.acc["postgres"] / wall, 2),
+            "generator_cores": round(generator / wall, 2),
+            # Everything else on the machine (other users' processes, shared PostgreSQL
+            # processes such as the WAL writer, the kernel).
+            "other_cores": round(max(0.0, cores * busy_frac - ours), 2),
+            "machine_busy_pct": round(100 * busy_frac, 1),
             "cores": cores,
+            "gunicorn_worker_rss_mb": [_rss_mb(p) for p in _children(self.gunicorn_pid)],
+            "connections_per_worker": self.connections,
         }
 
 
@@ -625,7 +686,7 @@ def run_load(
     for e in experts:
         e.start()
     time.sleep(max(0.0, t0 + warmup - time.perf_counter()))
-    meter = CpuMeter(gunicorn_pid)
+    meter = CpuMeter(gunicorn_pid, port)
     time.sleep(max(0.0, deadline - time.perf_counter()))
     cpu = meter.stop()
     for e in experts:
@@ -869,6 +930,10 @@ def print_summary(
         f"~{1000 * cpu['cores'] / max(g_ms + p_ms, 1e-9):.0f} requests/s on {cpu['cores']} "
         "cores with nothing else running"
     )
+    print(
+        f"gunicorn worker RSS (MB): {cpu['gunicorn_worker_rss_mb']}; client connections per "
+        f"worker: {cpu['connections_per_worker']}"
+    )
     status = dups.get("_status_counts", {})
     print(f"task states after the run: {status}")
     print("duplicate checks: " + ", ".join(f"{k}={v}" for k, v in dups.items() if k[0] != "_"))
@@ -914,9 +979,12 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=None, help="measured load (60; 10 quick)")
     parser.add_argument("--warmup", type=float, default=None, help="uncounted start (5; 2 quick)")
-    parser.add_argument("--workers", type=int, default=None, help="gunicorn --workers (3)")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn --workers (4)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="gthread threads per worker (4; 1 = sync)"
+        "--threads",
+        type=int,
+        default=None,
+        help="gthread threads per worker (default: sync workers)",
     )
     parser.add_argument("--gunicorn", default=None, help=f"gunicorn options ({DEFAULT_GUNICORN!r})")
     parser.add_argument("--sweep", action="store_true", help="try several gunicorn configs")
@@ -933,8 +1001,8 @@ def main() -> None:
         args.warmup = 2.0 if args.quick else 5.0
     config = args.gunicorn or DEFAULT_GUNICORN
     if args.workers is not None or args.threads is not None:
-        threads = 4 if args.threads is None else args.threads
-        config = f"--workers {args.workers or 3}"
+        threads = args.threads or 1
+        config = f"--workers {args.workers or 4}"
         if threads > 1:
             config += f" --worker-class gthread --threads {threads}"
 
@@ -992,6 +1060,8 @@ def main() -> None:
                     "gunicorn_cores": cpu["gunicorn_cores"],
                     "postgres_cores": cpu["postgres_cores"],
                     "generator_cores": cpu["generator_cores"],
+                    "other_cores": cpu["other_cores"],
+                    "connections_per_worker": cpu["connections_per_worker"],
                 }
                 sweep_rows.append(row)
                 print("sweep: " + json.dumps(row), flush=True)

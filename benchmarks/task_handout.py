@@ -57,7 +57,9 @@ import http.client
 import json
 import math
 import os
+import random
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,8 +145,6 @@ class Seeded:
 
 
 def seed(n: int, n_experts: int, *, analyze: bool) -> Seeded:
-    import random
-
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from django.db import connection
@@ -619,13 +619,20 @@ class Expert(threading.Thread):
         return 0, b""
 
     def run(self) -> None:
+        # Paced mode: each expert starts its cycles as a Poisson process (random gaps with the
+        # mean interval, first start random too), so the experts do not fire in bursts.
+        # An expert that falls behind starts its next cycle at once, without catching up.
+        rng = random.Random(self.index)
         next_start = time.perf_counter()
+        if self.cycle_interval:
+            next_start += rng.uniform(0, self.cycle_interval)
         while time.perf_counter() < self.deadline:
             if self.cycle_interval:
                 now = time.perf_counter()
                 if next_start > now:
                     time.sleep(next_start - now)
-                next_start = max(next_start + self.cycle_interval, time.perf_counter())
+                gap = rng.expovariate(1 / self.cycle_interval)
+                next_start = max(next_start + gap, time.perf_counter())
                 if time.perf_counter() >= self.deadline:
                     break
             cycle_start = time.perf_counter()
@@ -1014,6 +1021,7 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="task_handout-"))
     server: Gunicorn | None = None
     django_ready = False
+    completed = False
     try:
         t = time.perf_counter()
         db_create()
@@ -1161,9 +1169,14 @@ def main() -> None:
             "sweep": sweep_rows or None,
         }
         print(json.dumps(result))
+        completed = True
     finally:
         if server is not None:
             server.stop()
+        if completed:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        else:
+            print(f"gunicorn logs kept in {log_dir}", file=sys.stderr)
         if django_ready:
             from django.db import connections
 

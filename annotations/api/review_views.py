@@ -131,7 +131,8 @@ def _expert_round(request: Request, round_id: int):
 
 
 def _payload(task, user) -> dict:
-    review = Review.objects.filter(task=task).first()
+    # Only the review of the expert who holds the task: never another expert's judgement.
+    review = Review.objects.filter(task=task, expert_id=task.expert_id).first()
     draft = review_services.draft_for(task, user) if task.expert_id == user.pk else {}
     return rs.task_payload(task, draft=draft, review=review)
 

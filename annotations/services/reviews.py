@@ -232,10 +232,32 @@ def leases_expire(*, review_round: ReviewRound | None = None, now: datetime | No
                 expectation_at=None,
             )
             if changed:
+                _release_unsubmitted_review(task_id, expert_id)
                 LeaseExpiry.objects.create(task_id=task_id, expert_id=expert_id, expired_at=expires)
                 ReviewTask.objects.filter(pk=task_id).update(expired_count=F("expired_count") + 1)
                 count += 1
     return count
+
+
+def _release_unsubmitted_review(task_id: int, expert_id: int) -> None:
+    """When a task leaves an expert before the verdict (expiry, skip), their expectation
+    must not stay on the task, where the next expert would see it: it moves to their draft,
+    from which it comes back if they get the task again."""
+    review = Review.objects.filter(
+        task_id=task_id, expert_id=expert_id, submitted_at__isnull=True
+    ).first()
+    if review is None:
+        return
+    kept = {
+        name: getattr(review, name)
+        for name in ("expected_label", "expected_confidence", "evidence", "concepts", "free_tags")
+    }
+    draft, _ = ReviewDraft.objects.get_or_create(
+        round_id=review.round_id, instance_id=review.instance_id, expert_id=expert_id
+    )
+    draft.data = {**kept, **draft.data}
+    draft.save(update_fields=["data", "updated_at"])
+    review.delete()
 
 
 def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
@@ -334,6 +356,7 @@ def task_skip(*, task: ReviewTask, expert: Any, reason: str) -> None:
         expert=expert,
         defaults={"reason": reason[:500]},
     )
+    _release_unsubmitted_review(task.pk, expert.pk)
     ReviewTask.objects.filter(pk=task.pk, expert=expert).exclude(
         status=TaskStatus.SUBMITTED
     ).update(

@@ -359,3 +359,25 @@ def test_expert_sees_only_own_progress_row(world):
     review_round = make_round(world)
     body = world.client(world.experts[0]).get(f"/api/rounds/{review_round.pk}/progress/").json()
     assert [r["expert"] for r in body["experts"]] == [world.experts[0].pk]
+
+
+@pytest.mark.parametrize("how", ["expiry", "skip"])
+def test_an_expectation_never_reaches_the_next_expert(world, how):  # noqa: ANN001
+    review_round = make_round(world, lease_seconds=60)
+    alice, bob = (world.client(u) for u in world.experts[:2])
+    task = next_task(alice, review_round).json()
+    assert submit(alice, task["id"], "expectation", EXPECTATION).status_code == 200
+    if how == "expiry":
+        ReviewTask.objects.filter(pk=task["id"]).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
+    else:
+        alice.post(f"/api/tasks/{task['id']}/skip", {"reason": "unsure"})
+    bob_task = next_task(bob, review_round).json()
+    assert bob_task["id"] == task["id"]
+    assert bob_task["review"] is None
+    assert bob_task["revealed"] is False
+    assert "whiskers" not in str(bob_task)
+    # Alice's answers are kept as her draft, not lost.
+    assert ReviewDraft.objects.get(expert=world.experts[0]).data["expected_label"] == "cat"
+    assert not Review.objects.exists()

@@ -362,7 +362,7 @@ def test_expert_sees_only_own_progress_row(world):
 
 
 @pytest.mark.parametrize("how", ["expiry", "skip"])
-def test_an_expectation_never_reaches_the_next_expert(world, how):  # noqa: ANN001
+def test_an_expectation_never_reaches_the_next_expert(world, how):
     review_round = make_round(world, lease_seconds=60)
     alice, bob = (world.client(u) for u in world.experts[:2])
     task = next_task(alice, review_round).json()

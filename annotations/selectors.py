@@ -195,29 +195,16 @@ def round_progress(*, review_round) -> dict:
 
     for user_id, username in review_round.experts.values_list("id", "username"):
         row(user_id)["username"] = username
-    for user_id, n in live.values_list("expert").annotate(n=Count("id")).order_by():
-        row(user_id)["in_progress"] = n
-    for user_id, n in (
-        tasks.filter(status=TaskStatus.SUBMITTED)
-        .values_list("expert")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        row(user_id)["submitted"] = n
-    for user_id, n in (
-        LeaseExpiry.objects.filter(task__round=review_round)
-        .values_list("expert")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        row(user_id)["expired"] = n
-    for user_id, n in (
-        TaskSkip.objects.filter(round=review_round)
-        .values_list("expert")
-        .annotate(n=Count("id"))
-        .order_by()
-    ):
-        row(user_id)["skipped"] = n
+    expired = LeaseExpiry.objects.filter(task__round=review_round)
+    counted = {
+        "in_progress": live,
+        "submitted": tasks.filter(status=TaskStatus.SUBMITTED),
+        "expired": expired,
+        "skipped": TaskSkip.objects.filter(round=review_round),
+    }
+    for key, rows in counted.items():
+        for user_id, n in rows.values_list("expert").annotate(n=Count("id")).order_by():
+            row(user_id)[key] = n
     for r in per_expert.values():
         r["assigned"] = r["in_progress"] + r["submitted"] + r["expired"] + r["skipped"]
     return {
@@ -225,7 +212,7 @@ def round_progress(*, review_round) -> dict:
         "open": by_status.get(TaskStatus.OPEN, 0),
         "in_progress": live.count(),
         "submitted": submitted,
-        "expired": LeaseExpiry.objects.filter(task__round=review_round).count(),
+        "expired": expired.count(),
         "eta_seconds": eta,
         "experts": sorted(per_expert.values(), key=lambda r: r["expert"]),
     }

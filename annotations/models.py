@@ -619,3 +619,29 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} ({self.key})"
+
+
+# --- Instance discussion ------------------------------------------------------------------
+
+
+class InstanceComment(models.Model):
+    """A note in the discussion of one instance (the instance page's thread).
+
+    Kept apart from reviews on purpose: a review is one expert's structured judgement inside
+    a round, a comment is free discussion among scientists and approvers about the instance
+    across rounds and model versions.
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["instance_id", "created_at", "id"]
+        indexes = [models.Index(fields=["instance", "created_at"], name="comment_instance_idx")]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on instance {self.instance_id}"

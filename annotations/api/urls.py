@@ -46,6 +46,11 @@ urlpatterns = [
         name="api-instance-image",
     ),
     path(
+        "instances/<int:instance_id>/comments/",
+        views.InstanceComments.as_view(),
+        name="api-instance-comments",
+    ),
+    path(
         "model-versions/<int:model_version_id>/",
         views.ModelVersionDetail.as_view(),
         name="api-model-version-detail",

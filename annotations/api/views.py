@@ -312,3 +312,47 @@ class ExplanationFile(APIView):
         else:
             name = services.explanations.explanation_rendering(explanation=exp, kind=kind)
         return FileResponse(exp.raw.storage.open(name, "rb"))
+
+
+# --- Instance comments --------------------------------------------------------------------
+# Imported here rather than at the top so this section can be appended without touching the
+# module's head while other work edits it; safe to hoist.
+from rest_framework import serializers  # noqa: E402
+
+from annotations import analysis  # noqa: E402
+from annotations.models import InstanceComment  # noqa: E402
+from annotations.services import comments as comment_services  # noqa: E402
+
+
+class InstanceCommentOutput(serializers.ModelSerializer):
+    author = serializers.SlugRelatedField(read_only=True, slug_field="username")
+
+    class Meta:
+        model = InstanceComment
+        fields = ["id", "instance", "author", "body", "created_at"]
+
+
+class InstanceCommentInput(serializers.Serializer):
+    # Length and blankness are the service's rules (comments.comment_add), not the parser's.
+    body = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class InstanceComments(generics.ListAPIView):
+    """GET: the instance's discussion thread, oldest first. POST: add a comment (400 naming
+    ``body`` when it is empty or too long). Scientists and approvers."""
+
+    serializer_class = InstanceCommentOutput
+
+    def get_queryset(self):
+        instance = access.access_instance_by_id(self.request.user, self.kwargs["instance_id"])
+        return analysis.instance_comments(instance=instance)
+
+    @extend_schema(request=InstanceCommentInput, responses={201: InstanceCommentOutput})
+    def post(self, request: Request, instance_id: int) -> Response:
+        instance = access.access_instance_by_id(request.user, instance_id)
+        data = InstanceCommentInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        comment = comment_services.comment_add(
+            instance=instance, author=request.user, body=data.validated_data["body"]
+        )
+        return Response(InstanceCommentOutput(comment).data, status=status.HTTP_201_CREATED)

@@ -10,7 +10,7 @@ from collections.abc import Collection
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import Http404
 
 from annotations.models import (
@@ -18,6 +18,7 @@ from annotations.models import (
     Explanation,
     Instance,
     Job,
+    Membership,
     ModelVersion,
     Project,
     Review,
@@ -136,6 +137,37 @@ def access_round_by_id(
     if roles == {Role.EXPERT} and not review_round.experts.filter(pk=user.pk).exists():
         raise Http404("No review round with that id.")
     return review_round
+
+
+def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
+    """A round the user reviews in, checked in one query: this is the next-task hot path.
+    A project member who is not one of the round's experts gets 403, anyone else 404."""
+    if not user.is_authenticated:
+        raise Http404("No review round with that id.")
+    review_round = (
+        ReviewRound.objects.select_related("project", "model_version")
+        .annotate(
+            is_expert=Exists(
+                ReviewRound.experts.through.objects.filter(
+                    reviewround_id=OuterRef("pk"), user_id=user.pk
+                )
+            ),
+            is_member=Exists(
+                Membership.objects.filter(project_id=OuterRef("project_id"), user_id=user.pk)
+            ),
+        )
+        .filter(pk=round_id)
+        .first()
+    )
+    if (
+        review_round is not None
+        and review_round.is_expert
+        and (review_round.is_member or user.is_superuser)
+    ):
+        return review_round
+    # The slow path only decides between 404 and 403.
+    access_round_by_id(user, round_id)
+    raise PermissionDenied("You are not an expert of this round.")
 
 
 def access_task_by_id(user: User, task_id: int, *, own: bool = True) -> ReviewTask:

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
-from explain_worker.attribution import normalise_for_display
+from explain_worker.methods import normalise_for_display
 
 RAW_KEY = "attribution"
 # Stored next to the map: float16 cannot hold the tiny gradients of some models (untrained or

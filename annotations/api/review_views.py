@@ -123,16 +123,10 @@ class RoundProgress(APIView):
         return Response(progress)
 
 
-def _expert_round(request: Request, round_id: int):
-    review_round = access.access_round_by_id(request.user, round_id)
-    if not review_round.experts.filter(pk=request.user.pk).exists():
-        raise PermissionDenied("You are not an expert of this round.")
-    return review_round
-
-
-def _payload(task, user) -> dict:
+def _payload(task, user, review: Review | None = None) -> dict:
     # Only the review of the expert who holds the task: never another expert's judgement.
-    review = Review.objects.filter(task=task, expert_id=task.expert_id).first()
+    if review is None:
+        review = Review.objects.filter(task=task, expert_id=task.expert_id).first()
     draft = review_services.draft_for(task, user) if task.expert_id == user.pk else {}
     return rs.task_payload(task, draft=draft, review=review)
 
@@ -143,7 +137,7 @@ class TaskNext(APIView):
 
     @extend_schema(request=None, responses={200: PAYLOAD_SCHEMA, 204: None})
     def post(self, request: Request, round_id: int) -> Response:
-        review_round = _expert_round(request, round_id)
+        review_round = access.access_expert_round_by_id(request.user, round_id)
         task = review_services.task_next(review_round=review_round, expert=request.user)
         if task is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -192,9 +186,11 @@ class TaskExpectation(APIView):
     @idempotent
     def post(self, request: Request, task_id: int) -> Response:
         task = access.access_task_by_id(request.user, task_id)
-        review_services.expectation_submit(task=task, expert=request.user, data=request.data)
-        task.refresh_from_db()
-        return Response(_payload(task, request.user))
+        # The service refreshes the task's lease state in place under its row lock.
+        review = review_services.expectation_submit(
+            task=task, expert=request.user, data=request.data
+        )
+        return Response(_payload(task, request.user, review=review))
 
 
 class TaskVerdict(APIView):

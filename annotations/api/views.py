@@ -16,7 +16,6 @@ from annotations import permissions as access
 from annotations import selectors, services
 from annotations.api import serializers as s
 from annotations.models import Instance, Job, Prediction
-from explain_worker.model_loading import list_architectures
 
 
 class ProjectListCreate(generics.ListAPIView):
@@ -230,6 +229,9 @@ class JobDetail(APIView):
 class ArchitectureList(APIView):
     @extend_schema(responses={200: {"type": "array", "items": {"type": "string"}}})
     def get(self, request: Request) -> Response:
+        # torchvision is imported here, not at module level: web workers stay small.
+        from explain_worker.model_loading import list_architectures
+
         return Response(list_architectures())
 
 

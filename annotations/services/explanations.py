@@ -31,7 +31,7 @@ from annotations.models import (
 )
 from annotations.services._errors import field_error
 from annotations.services.jobs import enqueue_on_commit, job_create
-from explain_worker import attribution, rendering
+from explain_worker import methods, rendering
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ExplainSpec:
     """A validated explanation request: what to compute, for which target."""
 
     method: str
-    config: attribution.AttributionConfig
+    config: methods.AttributionConfig
     # A class name, or None for "the class the model predicts for each instance".
     target: str | None
 
@@ -80,9 +80,9 @@ def explain_spec(
     if unknown:
         raise field_error(unknown[0], f"Unknown setting; use {', '.join(PARAM_FIELDS)}.")
     try:
-        canonical = attribution.canonical_method(method)
-        config = attribution.AttributionConfig(method=canonical, **params)
-    except attribution.AttributionConfigError as exc:
+        canonical = methods.canonical_method(method)
+        config = methods.AttributionConfig(method=canonical, **params)
+    except methods.AttributionConfigError as exc:
         raise field_error(exc.field, exc.message) from exc
     except TypeError as exc:  # a setting of the wrong type
         raise field_error("params", str(exc)) from exc
@@ -93,7 +93,7 @@ def explain_spec(
             raise field_error(
                 "layer", f"No layer '{layer}' with feature maps in this model; e.g. {tail}."
             )
-        config = attribution.AttributionConfig(method=canonical, **(params | {"layer": layer}))
+        config = methods.AttributionConfig(method=canonical, **(params | {"layer": layer}))
     if target is not None and target not in model_version.label_order:
         raise field_error(
             "target",

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.core.files.base import File
@@ -26,7 +26,13 @@ from annotations.models import (
 )
 from annotations.services._errors import field_error
 from annotations.services.jobs import enqueue_on_commit, job_create
-from explain_worker import attribution, model_loading
+
+if TYPE_CHECKING:
+    from explain_worker import model_loading
+
+# explain_worker.attribution and .model_loading import torch (about 700 MB): they are
+# imported inside the functions that load a model, so web processes that never register
+# one stay small.
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +94,8 @@ def model_version_register(
 ) -> tuple[ModelVersion, Job]:
     """Validate a PyTorch model by a forward pass on one instance, save it and queue its
     predictions. Raises ValidationError naming the field when the model does not fit."""
+    from explain_worker import attribution, model_loading
+
     if spec.kind == ModelKind.PREDICTIONS_ONLY:
         raise field_error("kind", "Use the predictions import for predictions-only models.")
     label_order = validate_preprocessing(project, spec)
@@ -142,6 +150,8 @@ def model_version_register(
 def _spec_for(
     kind: str, architecture: str, path: str, label_order: Sequence[str], spec: Any
 ) -> model_loading.ModelSpec:
+    from explain_worker import model_loading
+
     return model_loading.ModelSpec(
         kind=kind,
         weights_path=path,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,7 +42,7 @@ from annotations.models import (
     TaskStatus,
 )
 from annotations.services._errors import field_error
-from explain_worker import attribution
+from explain_worker import methods
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ def round_create(
         raise field_error("lease_seconds", "A lease lasts between 60 seconds and 24 hours.")
     if explanation_method:
         try:
-            explanation_method = attribution.canonical_method(explanation_method)
-        except attribution.AttributionConfigError as exc:
+            explanation_method = methods.canonical_method(explanation_method)
+        except methods.AttributionConfigError as exc:
             raise field_error("explanation_method", exc.message) from exc
     chosen = _check_questions(questions if questions is not None else Question.values)
     _check_experts(project, experts)
@@ -262,18 +263,21 @@ def _release_unsubmitted_review(task_id: int, expert_id: int) -> None:
 
 def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     """Lease one task to ``expert``: their own unexpired lease if they hold one, else the
-    best open slot of an instance they have not had. None when nothing is left for them."""
+    best open slot of an instance they have not had. None when nothing is left for them.
+    The returned task has ``round`` and ``instance`` loaded."""
     if review_round.status != RoundStatus.OPEN:
         raise Conflict("This round is closed.")
     now = timezone.now()
     own = (
-        ReviewTask.objects.filter(
+        ReviewTask.objects.select_related("instance")
+        .filter(
             round=review_round, expert=expert, status=TaskStatus.LEASED, lease_expires_at__gt=now
         )
         .order_by("leased_at")
         .first()
     )
     if own is not None:
+        own.round = review_round
         return own
     if ReviewTask.objects.filter(
         round=review_round, status=TaskStatus.LEASED, lease_expires_at__lte=now
@@ -289,28 +293,62 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     )
     lease_until = now + timedelta(seconds=review_round.lease_seconds)
     for _ in range(CLAIM_ATTEMPTS):
-        with transaction.atomic():
-            # skip_locked: a slot another expert is claiming right now is passed over rather
-            # than waited for (PostgreSQL; ignored on SQLite, where writers are serialised).
-            task_id = (
-                candidates.select_for_update(skip_locked=True).values_list("id", flat=True).first()
-            )
-            if task_id is None:
-                return None
-            try:
-                with transaction.atomic():
-                    claimed = ReviewTask.objects.filter(pk=task_id, status=TaskStatus.OPEN).update(
-                        status=TaskStatus.LEASED,
-                        expert=expert,
-                        leased_at=now,
-                        lease_expires_at=lease_until,
-                    )
-            except IntegrityError:
-                # The same expert claimed a slot of this instance in a parallel request.
-                claimed = 0
-            if claimed:
-                return ReviewTask.objects.select_related("instance").get(pk=task_id)
+        task_id = _claim(candidates, expert_id=expert.pk, now=now, lease_until=lease_until)
+        if task_id is not None:
+            task = ReviewTask.objects.select_related("instance").get(pk=task_id)
+            task.round = review_round
+            return task
+        # Nothing claimed: either nothing is left, or every candidate was locked by another
+        # expert's claim at that instant (skipped, not waited for), or this expert claimed a
+        # slot of the same instance in a parallel request. Only the first ends the search.
+        if not candidates.exists():
+            return None
     raise Conflict("Too many experts asked at once; ask again.")
+
+
+def _claim(
+    candidates: Any, *, expert_id: int, now: datetime, lease_until: datetime
+) -> int | None:
+    """Claim the first of ``candidates`` for the expert in ONE statement, ``UPDATE ... WHERE
+    id = (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'open' RETURNING id``:
+    the row lock makes concurrent claims pass over each other's slot instead of waiting,
+    and the status re-check makes the UPDATE conditional. SQLite has no row locks, but one
+    statement runs under its single writer lock, so the same statement is atomic there.
+
+    Returns the claimed task's id, or None when nothing was claimed (see ``task_next``)."""
+    connection = transaction.get_connection()
+    ops = connection.ops
+    sub_sql, sub_params = candidates.values("id")[:1].query.sql_with_params()
+    if connection.features.has_select_for_update_skip_locked:
+        sub_sql += " FOR UPDATE SKIP LOCKED"
+    meta = ReviewTask._meta
+    column = {f.name: ops.quote_name(meta.get_field(f.name).column) for f in meta.concrete_fields}
+    sql = (
+        f"UPDATE {ops.quote_name(meta.db_table)} SET {column['status']} = %s, "
+        f"{column['expert']} = %s, {column['leased_at']} = %s, "
+        f"{column['lease_expires_at']} = %s "
+        f"WHERE {column['id']} = ({sub_sql}) AND {column['status']} = %s "
+        f"RETURNING {column['id']}"
+    )
+    params = [
+        TaskStatus.LEASED.value,
+        expert_id,
+        ops.adapt_datetimefield_value(now),
+        ops.adapt_datetimefield_value(lease_until),
+        *sub_params,
+        TaskStatus.OPEN.value,
+    ]
+    try:
+        # Autocommit (a web request): the statement is its own transaction. Inside an outer
+        # transaction (tests, callers): a savepoint, so a unique-key clash does not poison it.
+        guard = nullcontext() if connection.get_autocommit() else transaction.atomic()
+        with guard, connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    except IntegrityError:
+        # The same expert claimed a slot of this instance in a parallel request.
+        return None
+    return row[0] if row else None
 
 
 def _own_task(task: ReviewTask, expert: Any) -> None:
@@ -522,28 +560,40 @@ def _has_expectation_questions(review_round: ReviewRound) -> bool:
 
 
 def _locked_live_task(task: ReviewTask, expert: Any) -> ReviewTask:
-    """The task row, locked for this transaction, after checking it is the expert's and the
-    lease lives. Call inside ``transaction.atomic``."""
-    task = (
+    """Lock the task row for this transaction, refresh its lease state on ``task`` (keeping
+    the relations the caller loaded), and check it is the expert's and the lease lives.
+    Call inside ``transaction.atomic``."""
+    state = (
         ReviewTask.objects.select_for_update()
-        .select_related("round__project", "instance")
-        .get(pk=task.pk)
+        .filter(pk=task.pk)
+        .values("status", "expert_id", "leased_at", "lease_expires_at", "expectation_at")
+        .first()
     )
+    if state is None:
+        raise Http404("No task with that id.")
+    for name, value in state.items():
+        setattr(task, name, value)
     _own_task(task, expert)
     _live_lease(task)
     return task
 
 
 def _review_upsert(task: ReviewTask, expert: Any, fields: dict[str, Any]) -> Review:
-    review, _ = Review.objects.update_or_create(
-        task=task,
-        defaults={
-            "round_id": task.round_id,
-            "instance_id": task.instance_id,
-            "expert": expert,
-            **fields,
-        },
-    )
+    """Create or update the task's review: two statements, safe because the caller holds
+    the task's row lock (``update_or_create`` would add a savepoint and a locking read)."""
+    review = Review.objects.filter(task=task).first()
+    if review is None:
+        review = Review(
+            task=task, round_id=task.round_id, instance_id=task.instance_id, expert=expert
+        )
+        for name, value in fields.items():
+            setattr(review, name, value)
+        review.save(force_insert=True)
+        return review
+    review.expert = expert
+    for name, value in fields.items():
+        setattr(review, name, value)
+    review.save(update_fields=["expert", "updated_at", *fields])
     return review
 
 

@@ -216,3 +216,87 @@ def round_progress(*, review_round) -> dict:
         "eta_seconds": eta,
         "experts": sorted(per_expert.values(), key=lambda r: r["expert"]),
     }
+
+
+# --- Expert inbox -------------------------------------------------------------------------
+
+
+def expert_inbox(*, user) -> list[dict]:
+    """The rounds ``user`` is an expert in, open ones first (then by due date, soonest first,
+    rounds without one last), each a dict: ``round``, ``available`` (as
+    ``tasks_available_count`` counts it), the expert's own ``submitted``, ``in_progress``,
+    ``expired``, ``skipped`` and ``assigned`` (as their row of ``round_progress``), ``is_open``
+    and ``overdue`` (open and past its due date).
+
+    Five queries whatever the number of rounds: the per-round selectors would cost several
+    queries a round, which the home page cannot afford (it lists every round).
+    """
+    from django.db.models import Exists, OuterRef, Q
+    from django.utils import timezone
+
+    from annotations.models import LeaseExpiry, ReviewRound, ReviewTask, TaskSkip, TaskStatus
+
+    now = timezone.now()
+    rounds = list(
+        ReviewRound.objects.filter(experts=user).select_related("project", "model_version")
+    )
+    if not rounds:
+        return []
+    ids = [r.pk for r in rounds]
+    own = dict.fromkeys(ids, (0, 0))
+    for round_id, submitted, live in (
+        ReviewTask.objects.filter(round_id__in=ids, expert=user)
+        .values("round_id")
+        .annotate(
+            submitted=Count("id", filter=Q(status=TaskStatus.SUBMITTED)),
+            live=Count("id", filter=Q(status=TaskStatus.LEASED, lease_expires_at__gt=now)),
+        )
+        .values_list("round_id", "submitted", "live")
+    ):
+        own[round_id] = (submitted, live)
+    expired = dict(
+        LeaseExpiry.objects.filter(task__round_id__in=ids, expert=user)
+        .values("task__round_id")
+        .annotate(n=Count("id"))
+        .values_list("task__round_id", "n")
+    )
+    skipped = dict(
+        TaskSkip.objects.filter(round_id__in=ids, expert=user)
+        .values("round_id")
+        .annotate(n=Count("id"))
+        .values_list("round_id", "n")
+    )
+    same_instance = {"round_id": OuterRef("round_id"), "instance_id": OuterRef("instance_id")}
+    available = dict(
+        ReviewTask.objects.filter(round_id__in=ids, status=TaskStatus.OPEN)
+        .exclude(Exists(ReviewTask.objects.filter(expert=user, **same_instance)))
+        .exclude(Exists(TaskSkip.objects.filter(expert=user, **same_instance)))
+        .values("round_id")
+        .annotate(n=Count("instance_id", distinct=True))
+        .values_list("round_id", "n")
+    )
+    entries = []
+    for r in rounds:
+        submitted, in_progress = own[r.pk]
+        entry = {
+            "round": r,
+            "available": available.get(r.pk, 0),
+            "submitted": submitted,
+            "in_progress": in_progress,
+            "expired": expired.get(r.pk, 0),
+            "skipped": skipped.get(r.pk, 0),
+            "is_open": r.status == "open",
+            "overdue": r.status == "open" and r.due_at is not None and r.due_at < now,
+        }
+        # As in round_progress: every task the expert has held, whatever became of it.
+        entry["assigned"] = submitted + in_progress + entry["expired"] + entry["skipped"]
+        entries.append(entry)
+    entries.sort(
+        key=lambda e: (
+            not e["is_open"],
+            e["round"].due_at is None,
+            e["round"].due_at or now,
+            -e["round"].created_at.timestamp(),
+        )
+    )
+    return entries

@@ -9,6 +9,8 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from annotations.models import Explanation, Prediction, Question, Review, ReviewRound, ReviewTask
+from annotations.services import explanations
+from explain_worker import rendering
 
 
 class RoundOutput(serializers.ModelSerializer):
@@ -177,4 +179,22 @@ def task_payload(task: ReviewTask, *, draft: dict[str, Any], review: Review | No
         body["prediction"] = prediction
         body["ground_truth"] = task.instance.label or None
         body["saliency"] = _saliency(task, prediction["label"] if prediction else None)
+        body["alignment"] = None
+        if body["saliency"] and body["saliency"]["ready"]:
+            # The overlay PNG carries a legend strip below the picture; the review page
+            # crops it off to lay the picture over the image.
+            body["saliency"]["legend_height"] = rendering.LEGEND_HEIGHT
+            if review is not None and review.evidence:
+                exp = Explanation.objects.get(
+                    instance_id=task.instance_id,
+                    model_version_id=review_round.model_version_id,
+                    method=review_round.explanation_method,
+                    target=body["saliency"]["target"],
+                )
+                body["alignment"] = explanations.evidence_alignment(
+                    explanation=exp,
+                    regions=review.evidence,
+                    width=task.instance.width,
+                    height=task.instance.height,
+                )
     return body

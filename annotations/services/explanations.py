@@ -261,3 +261,27 @@ def explanation_rendering(*, explanation: Explanation, kind: str) -> str:
     field.name = default_storage.save(name, ContentFile(data))
     explanation.save(update_fields=[kind])
     return field.name
+
+
+def evidence_alignment(
+    *, explanation: Explanation, regions: Sequence[dict[str, Any]], width: int, height: int
+) -> dict[str, Any] | None:
+    """The Shared Interest metrics of an expert's regions (image pixels of a ``width`` x
+    ``height`` image) against the explanation's raw map (see ``explain_worker.alignment``
+    for the definitions), as a plain dict; None without regions.
+
+    Reads the raw map from storage; a missing or unreadable file gives None (logged), so a
+    task page never fails because of a lost map.
+    """
+    from explain_worker import alignment
+
+    if not regions:
+        return None
+    try:
+        with explanation.raw.open("rb") as fh:
+            attribution_map = rendering.decode_raw(fh.read())
+        result = alignment.evidence_alignment(attribution_map, regions, image_size=(width, height))
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("No alignment for explanation %s: %s", explanation.pk, exc)
+        return None
+    return result.as_dict() if result is not None else None

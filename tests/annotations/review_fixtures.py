@@ -145,3 +145,34 @@ VERDICT = {
     "reason": "rare_case",
     "comment": "odd",
 }
+
+
+def add_explanation(
+    world: World, instance: Instance, values, *, method: str = "gradcam", signed: bool = False
+) -> Explanation:
+    """Store ``values`` (a 2-D array) as the map of ``instance`` for its predicted class,
+    through the worker's own write path, so paths and rows are what a worker makes."""
+    from annotations.services import explanations
+
+    target = instance.predictions.get(model_version=world.mv).label
+    explanations.explanations_write(
+        model_version=world.mv,
+        method=method,
+        params={},
+        signed=signed,
+        items=[(instance.pk, target, rendering.encode_raw(values))],
+    )
+    return Explanation.objects.get(
+        instance=instance, model_version=world.mv, method=method, target=target
+    )
+
+
+def make_round_with_saliency(world: World, *, method: str = "gradcam", **kwargs):
+    """A round that shows ``method``'s maps, without queueing their computation (tests add
+    the maps themselves, and must not leave messages in a broker another test run reads)."""
+    from annotations.models import ReviewRound
+
+    review_round = make_round(world, explanation_method="", **kwargs)
+    ReviewRound.objects.filter(pk=review_round.pk).update(explanation_method=method)
+    review_round.refresh_from_db()
+    return review_round

@@ -33,8 +33,10 @@ from annotations.models import (
     Review,
     ReviewRound,
     ReviewTask,
+    Role,
     TaskStatus,
 )
+from annotations.permissions import roles_in_project
 
 # --- Confusion matrix ---------------------------------------------------------------------
 
@@ -401,3 +403,13 @@ def review_coverage(*, project: Project) -> dict[int, dict[str, int]]:
         r["round__model_version_id"]: {"sampled": r["sampled"], "reviewed": r["reviewed"]}
         for r in rows
     }
+
+
+def round_progress_for_user(*, review_round: ReviewRound, user: Any) -> dict[str, Any]:
+    """``selectors.round_progress`` as ``user`` may see it: an expert (and nothing else in
+    the project) gets the overall figures and only their own row, since the other rows
+    would tell them who else reviews and how fast. The page and the progress API agree."""
+    progress = selectors.round_progress(review_round=review_round)
+    if roles_in_project(user, review_round.project_id) == {Role.EXPERT}:
+        progress["experts"] = [r for r in progress["experts"] if r["expert"] == user.pk]
+    return progress

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from annotations.models import Review, ReviewTask, TaskStatus
+from annotations.models import Review, ReviewTask, TaskSkip, TaskStatus
 from tests.annotations.review_fixtures import (
     add_explanation,
     build_world,
@@ -192,6 +192,15 @@ def test_drawing_a_box_records_image_pixels_and_shows_the_alignment(page, login,
     page.mouse.move(*at(20, 12), steps=3)
     page.mouse.up()
     expect(page.locator("#regions li")).to_have_count(1)
+    # A polygon: click points, Enter closes it; u undoes it again.
+    page.keyboard.press("p")
+    for x, y in [(24, 24), (30, 24), (27, 30)]:
+        page.mouse.click(*at(x, y))
+    page.keyboard.press("Enter")
+    expect(page.locator("#regions li")).to_have_count(2)
+    expect(page.locator("#regions li").nth(1)).to_contain_text("Polygon of 3 points")
+    page.keyboard.press("u")
+    expect(page.locator("#regions li")).to_have_count(1)
     page.locator('input[name="expected_label"][value="cat"]').check()
     page.locator('input[name="expected_confidence"][value="3"]').check()
     page.get_by_role("button", name="Submit expectation").click()
@@ -218,3 +227,37 @@ def test_tablet_width_stacks_the_panels(page, login, one_task):
     assert stage["width"] <= 800
     assert panel["width"] <= 800
     assert page.evaluate("document.documentElement.scrollWidth") <= 800
+
+
+def test_skip_with_a_reason_by_keyboard(page, login, media_root):
+    world = build_world(n=2, experts=1, with_files=True)
+    review_round = make_round_with_saliency(world)
+    open_review(page, login, world.experts[0], review_round)
+    first = int(page.locator("#workspace").get_attribute("data-task-id"))
+
+    page.keyboard.press("s")
+    expect(page.locator("#skip-dialog")).to_be_visible()
+    page.keyboard.press("ArrowDown")  # the second reason
+    page.keyboard.press("Enter")
+
+    expect(page.locator("#workspace")).not_to_have_attribute("data-task-id", str(first))
+    skip = TaskSkip.objects.get()
+    assert skip.reason == "Image unclear or damaged"
+    assert skip.instance_id == ReviewTask.objects.get(pk=first).instance_id
+
+
+def test_saliency_still_computing_is_said_and_polled(page, login, media_root):
+    world = build_world(n=1, experts=1, with_files=True)
+    review_round = make_round_with_saliency(world)
+    open_review(page, login, world.experts[0], review_round)
+    page.keyboard.press("1")
+    page.keyboard.press("Shift+Digit2")
+    page.keyboard.press("Enter")
+    expect(page.locator("#saliency-note")).to_contain_text("still being computed")
+    expect(page.locator("#saliency-tools")).to_be_hidden()
+
+    add_explanation(world, world.instances[0], quadrant_map())  # the worker finishes
+
+    expect(page.locator("#saliency-tools")).to_be_visible(timeout=15_000)
+    expect(page.locator("#saliency-note")).to_be_hidden()
+    expect(page.locator("#saliency-legend")).to_be_visible()

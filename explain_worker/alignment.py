@@ -18,9 +18,9 @@ Choices made here, so the numbers mean the same everywhere:
 - **E.** A map cell is in E when its centre lies inside one of the expert's regions (boxes
   and polygons, in image pixel coordinates; the boundary counts as inside). The test is an
   exact even-odd point-in-polygon test with NumPy rather than ``PIL.ImageDraw``, whose scan
-  conversion rounds vertices to whole cells, which on a coarse map (an imported 7x7 map,
-  say) moves a region by up to half a cell and changes the metrics. A region too small to contain any cell
-  centre marks the cell under its own centre, so small evidence on a coarse map counts.
+  conversion rounds vertices to whole cells: on a coarse map (an imported 7x7 map, say)
+  that moves a region by up to half a cell and changes the metrics. A region too small to
+  contain any cell centre marks the cell under its own centre, so small evidence counts.
 - **S.** The top ``top_fraction`` (default 20 %) of cells by *value*, ties at the threshold
   included; cells with a value of zero or less are never in S. For unsigned maps (Grad-CAM,
   saliency) value and magnitude are the same; for signed maps (Integrated Gradients,

@@ -67,3 +67,10 @@ class JobAdmin(admin.ModelAdmin):
 @admin.register(models.WorkerHeartbeat)
 class WorkerHeartbeatAdmin(admin.ModelAdmin):
     list_display = ["hostname", "queues", "pid", "last_seen"]
+
+
+@admin.register(models.InstanceComment)
+class InstanceCommentAdmin(admin.ModelAdmin):
+    list_display = ["id", "instance", "author", "created_at"]
+    raw_id_fields = ["instance", "author"]
+    search_fields = ["body"]

@@ -85,7 +85,7 @@ class DatasetImportForm(forms.Form):
         return self.cleaned_data["on_error"] or "skip"
 
 
-class _ModelSpecForm(forms.Form):
+class ModelSpecForm(forms.Form):
     """The preprocessing every model version carries (services.ModelSpecInput)."""
 
     name = forms.CharField(max_length=200, label="Version name")
@@ -121,7 +121,7 @@ class _ModelSpecForm(forms.Form):
         }
 
 
-class ModelRegisterForm(_ModelSpecForm):
+class ModelRegisterForm(ModelSpecForm):
     """Same fields as the API's ModelRegisterInput: an architecture and its state dict, or a
     TorchScript file."""
 
@@ -142,7 +142,7 @@ class ModelRegisterForm(_ModelSpecForm):
     field_order = ["name", "kind", "architecture", "weights"]
 
 
-class PredictionsImportForm(_ModelSpecForm):
+class PredictionsImportForm(ModelSpecForm):
     """Same fields as the API's PredictionsImportInput (a model that is not PyTorch)."""
 
     predictions = forms.FileField(
@@ -263,7 +263,9 @@ class RoundForm(forms.Form):
         initial=Split.TEST,
         label="Sample from split",
     )
-    seed = forms.IntegerField(initial=0, min_value=0, help_text="Same seed, same sample.")
+    seed = forms.IntegerField(
+        initial=0, min_value=0, required=False, help_text="Same seed, same sample."
+    )
     limit = forms.IntegerField(
         required=False, min_value=1, label="At most", help_text="instances in all (optional)"
     )

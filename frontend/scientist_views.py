@@ -49,7 +49,7 @@ def _project_forms(request: HttpRequest, project: Any, action: str | None) -> di
     }
 
 
-def _spec(form: f._ModelSpecForm, kind: str) -> services.ModelSpecInput:
+def _spec(form: f.ModelSpecForm, kind: str) -> services.ModelSpecInput:
     v = form.spec_values()
     return services.ModelSpecInput(
         kind=kind, architecture=form.cleaned_data.get("architecture", ""), **v

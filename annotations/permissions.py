@@ -7,6 +7,7 @@ revealed); a member whose roles do not allow the action gets 403. Superusers pas
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
@@ -28,6 +29,13 @@ from annotations.models import (
 )
 
 User = AbstractBaseUser | AnonymousUser
+
+
+def _one(queryset: QuerySet) -> Any:
+    """The single row of a primary-key lookup, or None. Unlike ``.first()`` it adds no ORDER
+    BY (the models' default orderings), which is measurable CPU on the experts' hot path."""
+    return next(iter(queryset.order_by()[:1]), None)
+
 
 # Who may do what. Experts get task-scoped access through review rounds (a later issue),
 # so for now they see the project but none of its instances or predictions.
@@ -64,7 +72,7 @@ def _check(user: User, project_id: int, allowed: Collection[str], what: str) -> 
 def access_project_by_id(
     user: User, project_id: int, *, allowed: Collection[str] = READ_AGGREGATES
 ) -> Project:
-    project = Project.objects.filter(pk=project_id).first()
+    project = _one(Project.objects.filter(pk=project_id))
     if project is None:
         raise Http404("No project with that id.")
     _check(user, project.pk, allowed, "project")
@@ -74,7 +82,7 @@ def access_project_by_id(
 def access_dataset_by_id(
     user: User, dataset_id: int, *, allowed: Collection[str] = READ_DETAILS
 ) -> Dataset:
-    dataset = Dataset.objects.select_related("project").filter(pk=dataset_id).first()
+    dataset = _one(Dataset.objects.select_related("project").filter(pk=dataset_id))
     if dataset is None:
         raise Http404("No dataset with that id.")
     _check(user, dataset.project_id, allowed, "dataset")
@@ -84,7 +92,7 @@ def access_dataset_by_id(
 def access_instance_by_id(
     user: User, instance_id: int, *, allowed: Collection[str] = READ_DETAILS
 ) -> Instance:
-    instance = Instance.objects.select_related("dataset").filter(pk=instance_id).first()
+    instance = _one(Instance.objects.select_related("dataset").filter(pk=instance_id))
     if instance is None:
         raise Http404("No instance with that id.")
     _check(user, instance.project_id, allowed, "instance")
@@ -94,7 +102,7 @@ def access_instance_by_id(
 def access_model_version_by_id(
     user: User, model_version_id: int, *, allowed: Collection[str] = READ_DETAILS
 ) -> ModelVersion:
-    mv = ModelVersion.objects.select_related("project").filter(pk=model_version_id).first()
+    mv = _one(ModelVersion.objects.select_related("project").filter(pk=model_version_id))
     if mv is None:
         raise Http404("No model version with that id.")
     _check(user, mv.project_id, allowed, "model version")
@@ -102,7 +110,7 @@ def access_model_version_by_id(
 
 
 def access_job_by_id(user: User, job_id: int, *, allowed: Collection[str] = READ_AGGREGATES) -> Job:
-    job = Job.objects.filter(pk=job_id).first()
+    job = _one(Job.objects.filter(pk=job_id))
     if job is None:
         raise Http404("No job with that id.")
     _check(user, job.project_id, allowed, "job")
@@ -127,8 +135,8 @@ def access_round_by_id(
     user: User, round_id: int, *, allowed: Collection[str] = READ_AGGREGATES
 ) -> ReviewRound:
     """Experts reach only the rounds they are in; other roles every round of the project."""
-    review_round = (
-        ReviewRound.objects.select_related("project", "model_version").filter(pk=round_id).first()
+    review_round = _one(
+        ReviewRound.objects.select_related("project", "model_version").filter(pk=round_id)
     )
     if review_round is None:
         raise Http404("No review round with that id.")
@@ -144,7 +152,7 @@ def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
     A project member who is not one of the round's experts gets 403, anyone else 404."""
     if not user.is_authenticated:
         raise Http404("No review round with that id.")
-    review_round = (
+    review_round = _one(
         ReviewRound.objects.select_related("project", "model_version")
         .annotate(
             is_expert=Exists(
@@ -157,7 +165,6 @@ def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
             ),
         )
         .filter(pk=round_id)
-        .first()
     )
     if (
         review_round is not None
@@ -173,10 +180,10 @@ def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
 def access_task_by_id(user: User, task_id: int, *, own: bool = True) -> ReviewTask:
     """A task: its expert reaches it; with ``own=False`` scientists and approvers too.
     Anyone else gets 404, another expert's task included."""
-    task = (
-        ReviewTask.objects.select_related("round__project", "round__model_version", "instance")
-        .filter(pk=task_id)
-        .first()
+    task = _one(
+        ReviewTask.objects.select_related(
+            "round__project", "round__model_version", "instance"
+        ).filter(pk=task_id)
     )
     if task is None or not user.is_authenticated:
         raise Http404("No task with that id.")
@@ -190,7 +197,7 @@ def access_task_by_id(user: User, task_id: int, *, own: bool = True) -> ReviewTa
 def access_review_by_id(user: User, review_id: int, *, own: bool = False) -> Review:
     """Experts reach their own reviews; scientists and approvers every review of their
     projects (unless ``own``, for edits)."""
-    review = Review.objects.select_related("round__project", "task").filter(pk=review_id).first()
+    review = _one(Review.objects.select_related("round__project", "task").filter(pk=review_id))
     if review is None or not user.is_authenticated:
         raise Http404("No review with that id.")
     if review.expert_id == user.pk:

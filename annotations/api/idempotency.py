@@ -1,6 +1,13 @@
 """``Idempotency-Key`` support: a retried POST returns the first response instead of acting
-twice. The record is written in the same transaction as the action, so a retry that races
-the original waits on the unique key and then replays the stored response."""
+twice.
+
+The happy path costs one INSERT and no lookup: the view runs, and its response is stored in
+the same transaction under the unique (user, key). A retry either fails against the state
+the first request left (a submitted task answers 409) or runs again and then collides on the
+unique key, which rolls its transaction back; both then replay the stored response. A
+retry racing the original waits on the row lock or the unique key, so it replays too.
+Precondition: the wrapped view's effects are all in the database transaction (anything
+else, such as e-mail, goes through ``transaction.on_commit``)."""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
@@ -27,9 +34,6 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
             return view(self, request, *args, **kwargs)
         if len(key) > 200:
             return Response({"Idempotency-Key": ["At most 200 characters."]}, status=400)
-        stored = _stored(request, key)
-        if stored is not None:
-            return stored
         try:
             with transaction.atomic():
                 response = view(self, request, *args, **kwargs)
@@ -42,11 +46,15 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                         status_code=response.status_code,
                         body=_jsonable(response.data),
                     )
-        except IntegrityError:
+        except Exception:
+            # The key was used before (unique-key clash), or this is a retry failing against
+            # the state its first attempt left: answer with the first response.
             stored = _stored(request, key)
             if stored is None:
                 raise
             return stored
+        if not 200 <= response.status_code < 300:
+            return _stored(request, key) or response
         return response
 
     return wrapper

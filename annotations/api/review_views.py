@@ -16,7 +16,7 @@ from annotations import permissions as access
 from annotations import sampling, selectors
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent
-from annotations.models import Review, Role
+from annotations.models import Review, Role, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
 
@@ -125,7 +125,9 @@ class RoundProgress(APIView):
 
 def _payload(task, user, review: Review | None = None) -> dict:
     # Only the review of the expert who holds the task: never another expert's judgement.
-    if review is None:
+    # A review row exists only once the expectation is in (expiry and skip delete it and
+    # reset expectation_at), so a task without one needs no query.
+    if review is None and (task.expectation_at is not None or task.status == TaskStatus.SUBMITTED):
         review = Review.objects.filter(task=task, expert_id=task.expert_id).first()
     draft = review_services.draft_for(task, user) if task.expert_id == user.pk else {}
     return rs.task_payload(task, draft=draft, review=review)

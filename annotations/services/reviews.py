@@ -1,11 +1,12 @@
 """Review rounds: creation from a sampling strategy, leasing tasks to experts, the two-phase
 review (expectation, then verdict), drafts, edits with history, lease expiry and progress.
 
-Concurrency: a task slot is claimed with ``SELECT ... FOR UPDATE SKIP LOCKED`` (PostgreSQL)
-followed by a conditional UPDATE that re-checks the slot is still open, so two experts never
-hold one slot; on SQLite, where row locks do not exist, the conditional UPDATE alone holds
-because the IMMEDIATE transaction mode serialises writers. A unique constraint on (round,
-instance, expert) backs "never the same instance twice to one expert".
+Concurrency: a task slot is claimed in one statement, ``UPDATE ... WHERE id = (SELECT ...
+LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'open' RETURNING id`` (PostgreSQL): concurrent
+claims pass over each other's locked slot instead of waiting, and the status re-check makes
+the UPDATE conditional, so two experts never hold one slot. SQLite has no row locks, but the
+one statement runs under its single writer lock, so the same claim holds there. A unique
+constraint on (round, instance, expert) backs "never the same instance twice to one expert".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -283,17 +285,11 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
         round=review_round, status=TaskStatus.LEASED, lease_expires_at__lte=now
     ).exists():
         leases_expire(review_round=review_round, now=now)
-    had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
-    skipped = TaskSkip.objects.filter(round=review_round, expert=expert).values("instance_id")
-    candidates = (
-        ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
-        .exclude(instance_id__in=had)
-        .exclude(instance_id__in=skipped)
-        .order_by("slot", "priority", "id")
-    )
     lease_until = now + timedelta(seconds=review_round.lease_seconds)
     for _ in range(CLAIM_ATTEMPTS):
-        task_id = _claim(candidates, expert_id=expert.pk, now=now, lease_until=lease_until)
+        task_id = _claim(
+            round_id=review_round.pk, expert_id=expert.pk, now=now, lease_until=lease_until
+        )
         if task_id is not None:
             task = ReviewTask.objects.select_related("instance").get(pk=task_id)
             task.round = review_round
@@ -301,43 +297,71 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
         # Nothing claimed: either nothing is left, or every candidate was locked by another
         # expert's claim at that instant (skipped, not waited for), or this expert claimed a
         # slot of the same instance in a parallel request. Only the first ends the search.
-        if not candidates.exists():
+        if not _candidates(review_round, expert).exists():
             return None
     raise Conflict("Too many experts asked at once; ask again.")
 
 
-def _claim(
-    candidates: Any, *, expert_id: int, now: datetime, lease_until: datetime
-) -> int | None:
-    """Claim the first of ``candidates`` for the expert in ONE statement, ``UPDATE ... WHERE
-    id = (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'open' RETURNING id``:
-    the row lock makes concurrent claims pass over each other's slot instead of waiting,
-    and the status re-check makes the UPDATE conditional. SQLite has no row locks, but one
+def _candidates(review_round: ReviewRound, expert: Any) -> Any:
+    """Open slots of instances the expert has not had nor skipped, best first. ``_claim``
+    runs the same selection as hand-written SQL; keep the two in step."""
+    had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
+    skipped = TaskSkip.objects.filter(round=review_round, expert=expert).values("instance_id")
+    return (
+        ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
+        .exclude(instance_id__in=had)
+        .exclude(instance_id__in=skipped)
+        .order_by("slot", "priority", "id")
+    )
+
+
+@lru_cache(maxsize=4)
+def _claim_sql(vendor: str, skip_locked: bool) -> str:
+    """The claim statement. Written by hand and built once: compiling the equivalent
+    querysets cost more CPU than running the statement (next-task is the hot path)."""
+    from django.db import connections
+
+    quote = connections["default"].ops.quote_name
+    task = ReviewTask._meta
+    col = {f.name: quote(f.column) for f in task.concrete_fields}
+    skip = TaskSkip._meta
+    skip_col = {f.name: quote(f.column) for f in skip.concrete_fields}
+    table, skips = quote(task.db_table), quote(skip.db_table)
+    lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+    return (
+        f"UPDATE {table} SET {col['status']} = %(leased)s, {col['expert']} = %(expert)s, "
+        f"{col['leased_at']} = %(now)s, {col['lease_expires_at']} = %(until)s "
+        f"WHERE {col['id']} = ("
+        f"SELECT c.{col['id']} FROM {table} c "
+        f"WHERE c.{col['round']} = %(round)s AND c.{col['status']} = %(open)s "
+        f"AND c.{col['instance']} NOT IN (SELECT h.{col['instance']} FROM {table} h "
+        f"WHERE h.{col['round']} = %(round)s AND h.{col['expert']} = %(expert)s) "
+        f"AND c.{col['instance']} NOT IN (SELECT s.{skip_col['instance']} FROM {skips} s "
+        f"WHERE s.{skip_col['round']} = %(round)s AND s.{skip_col['expert']} = %(expert)s) "
+        f"ORDER BY c.{col['slot']}, c.{col['priority']}, c.{col['id']} LIMIT 1{lock}"
+        f") AND {col['status']} = %(open)s RETURNING {col['id']}"
+    )
+
+
+def _claim(*, round_id: int, expert_id: int, now: datetime, lease_until: datetime) -> int | None:
+    """Claim the best open slot for the expert in ONE statement, ``UPDATE ... WHERE id =
+    (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'open' RETURNING id``: the row
+    lock makes concurrent claims pass over each other's slot instead of waiting, and the
+    status re-check makes the UPDATE conditional. SQLite has no row locks, but one
     statement runs under its single writer lock, so the same statement is atomic there.
 
     Returns the claimed task's id, or None when nothing was claimed (see ``task_next``)."""
     connection = transaction.get_connection()
     ops = connection.ops
-    sub_sql, sub_params = candidates.values("id")[:1].query.sql_with_params()
-    if connection.features.has_select_for_update_skip_locked:
-        sub_sql += " FOR UPDATE SKIP LOCKED"
-    meta = ReviewTask._meta
-    column = {f.name: ops.quote_name(meta.get_field(f.name).column) for f in meta.concrete_fields}
-    sql = (
-        f"UPDATE {ops.quote_name(meta.db_table)} SET {column['status']} = %s, "
-        f"{column['expert']} = %s, {column['leased_at']} = %s, "
-        f"{column['lease_expires_at']} = %s "
-        f"WHERE {column['id']} = ({sub_sql}) AND {column['status']} = %s "
-        f"RETURNING {column['id']}"
-    )
-    params = [
-        TaskStatus.LEASED.value,
-        expert_id,
-        ops.adapt_datetimefield_value(now),
-        ops.adapt_datetimefield_value(lease_until),
-        *sub_params,
-        TaskStatus.OPEN.value,
-    ]
+    sql = _claim_sql(connection.vendor, connection.features.has_select_for_update_skip_locked)
+    params = {
+        "leased": TaskStatus.LEASED.value,
+        "open": TaskStatus.OPEN.value,
+        "expert": expert_id,
+        "round": round_id,
+        "now": ops.adapt_datetimefield_value(now),
+        "until": ops.adapt_datetimefield_value(lease_until),
+    }
     try:
         # Autocommit (a web request): the statement is its own transaction. Inside an outer
         # transaction (tests, callers): a savepoint, so a unique-key clash does not poison it.
@@ -423,10 +447,15 @@ def draft_save(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review
 
 
 def draft_for(task: ReviewTask, expert: Any) -> dict[str, Any]:
-    draft = ReviewDraft.objects.filter(
-        round_id=task.round_id, instance_id=task.instance_id, expert=expert
-    ).first()
-    return draft.data if draft else {}
+    # Unique per (round, instance, expert): no ORDER BY needed (this runs on every payload).
+    data = (
+        ReviewDraft.objects.filter(
+            round_id=task.round_id, instance_id=task.instance_id, expert=expert
+        )
+        .order_by()
+        .values_list("data", flat=True)[:1]
+    )
+    return next(iter(data), {})
 
 
 def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, Any]]:
@@ -563,11 +592,13 @@ def _locked_live_task(task: ReviewTask, expert: Any) -> ReviewTask:
     """Lock the task row for this transaction, refresh its lease state on ``task`` (keeping
     the relations the caller loaded), and check it is the expert's and the lease lives.
     Call inside ``transaction.atomic``."""
-    state = (
-        ReviewTask.objects.select_for_update()
-        .filter(pk=task.pk)
-        .values("status", "expert_id", "leased_at", "lease_expires_at", "expectation_at")
-        .first()
+    state = next(
+        iter(
+            ReviewTask.objects.select_for_update()
+            .filter(pk=task.pk)
+            .values("status", "expert_id", "leased_at", "lease_expires_at", "expectation_at")
+        ),
+        None,
     )
     if state is None:
         raise Http404("No task with that id.")
@@ -581,7 +612,7 @@ def _locked_live_task(task: ReviewTask, expert: Any) -> ReviewTask:
 def _review_upsert(task: ReviewTask, expert: Any, fields: dict[str, Any]) -> Review:
     """Create or update the task's review: two statements, safe because the caller holds
     the task's row lock (``update_or_create`` would add a savepoint and a locking read)."""
-    review = Review.objects.filter(task=task).first()
+    review = next(iter(Review.objects.filter(task=task)), None)  # one-to-one: no ORDER BY
     if review is None:
         review = Review(
             task=task, round_id=task.round_id, instance_id=task.instance_id, expert=expert

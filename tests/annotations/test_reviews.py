@@ -254,6 +254,22 @@ def test_idempotent_submit(world):
     assert other.status_code == 422
 
 
+def test_a_retry_that_could_succeed_again_replays_and_changes_nothing(world):
+    """The second attempt runs, collides on the key and is rolled back: its body is ignored."""
+    review_round = make_round(world)
+    alice = world.client(world.experts[0])
+    task = next_task(alice, review_round).json()
+    first = submit(alice, task["id"], "expectation", EXPECTATION, key="k1")
+    changed = EXPECTATION | {"expected_label": "dog"}
+    retry = submit(alice, task["id"], "expectation", changed, key="k1")
+    assert retry["Idempotent-Replayed"] == "true"
+    assert retry.json() == first.json()
+    assert Review.objects.get().expected_label == "cat"
+    # Without the key, the same body is a new request and applies.
+    assert submit(alice, task["id"], "expectation", changed).status_code == 200
+    assert Review.objects.get().expected_label == "dog"
+
+
 def test_another_experts_task_is_404(world):
     review_round = make_round(world)
     task = next_task(world.client(world.experts[0]), review_round).json()

@@ -58,6 +58,8 @@ def test_blind_first_review_by_keyboard_alone(page, login, one_task):
     kb.press("2")  # dog: label by number key
     kb.press("Shift+Digit4")  # confidence 4
     kb.press("t")  # into the tag field
+    # Typed text is not shortcuts: "whiskers" holds s (skip) and i, e, r, k (verdict keys),
+    # the comment below holds o, k, s, e; the asserts at the end would catch any of them.
     kb.type("FUR")
     kb.press("Enter")  # a concept (matched to the vocabulary's "fur")
     kb.type("whiskers")

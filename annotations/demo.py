@@ -20,14 +20,28 @@ import torch
 from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.db import transaction
+from django.utils import timezone
 
 from annotations import services
-from annotations.models import Job, ModelVersion, Project, Role
+from annotations.models import Job, ModelVersion, Project, ReviewRound, Role
+from annotations.services import reviews as review_services
 from explain_worker import rooms, rooms_cnn
 
 PROJECT_SLUG = "rooms"
 DATASET_NAME = "rooms"
 MODEL_NAME = "rooms-cnn"
+ROUND_NAME = "Demo round: test-split errors"
+# What the demo round samples: the errors an expert should judge first, a quota per confused
+# pair, and correct predictions as a control (see annotations/sampling.py).
+ROUND_SAMPLING = {
+    "split": "test",
+    "seed": 0,
+    "parts": [
+        {"kind": "confident_errors", "threshold": 0.8, "n": 15},
+        {"kind": "confusion_quota", "per_cell": 2},
+        {"kind": "control", "n": 10},
+    ],
+}
 DEMO_PASSWORD = "demo-pass"
 DEMO_USERS = {
     "scientist": Role.SCIENTIST,
@@ -57,9 +71,13 @@ class DemoResult:
     metrics: dict = field(default_factory=dict)
     model_version: ModelVersion | None = None
     prediction_job: Job | None = None
+    review_round: ReviewRound | None = None
 
 
 def seed_demo(*, size: DemoSize = DemoSize(), log: Callable[[str], None] = print) -> DemoResult:
+    """Seed what is missing. The review round needs the predictions a worker computes:
+    ``ensure_round`` creates it later (``seed_demo --wait`` does so once they are in)."""
+    started = timezone.now()
     users = _ensure_users(log)
     project, created = _ensure_project(users["scientist"])
     result = DemoResult(project=project, created=["project"] if created else [])
@@ -89,7 +107,34 @@ def seed_demo(*, size: DemoSize = DemoSize(), log: Callable[[str], None] = print
     else:
         log(f"Model version {mv} is there ({mv.predictions.count()} predictions).")
     result.model_version = mv
+    result.review_round = ensure_round(project, log)
+    if result.review_round is not None and result.review_round.created_at >= started:
+        result.created.append("review_round")
     return result
+
+
+def ensure_round(project: Project, log: Callable[[str], None] = print) -> ReviewRound | None:
+    """The demo review round for the expert, once the model's predictions are in (the round
+    samples from them); None, with a message, before that."""
+    existing = project.rounds.filter(name=ROUND_NAME).first()
+    if existing is not None:
+        return existing
+    mv = project.model_versions.filter(name=MODEL_NAME).first()
+    if mv is None or mv.predictions.count() < project.instances.count():
+        log("The demo review round is created once the predictions are in (seed_demo --wait).")
+        return None
+    review_round = review_services.round_create(
+        model_version=mv,
+        name=ROUND_NAME,
+        sampling_strategy=ROUND_SAMPLING,
+        created_by=project.created_by,
+        experts=list(get_user_model().objects.filter(username="expert")),
+        overlap=1,
+        blind_first=True,
+        explanation_method="gradcam",
+    )
+    log(f"Review round '{review_round.name}': {review_round.tasks.count()} tasks for 'expert'.")
+    return review_round
 
 
 def _ensure_users(log: Callable[[str], None]) -> dict:

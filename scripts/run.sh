@@ -21,8 +21,9 @@ mkdir -p var
 WORKER_PID=$!
 trap 'kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true' EXIT INT TERM
 
-# Seeding trains the demo CNN here, then queues its predictions for the worker above.
-"$PY" manage.py seed_demo
+# Seeding trains the demo CNN here, queues its predictions for the worker above, waits for
+# them and then opens the demo review round for the user "expert".
+"$PY" manage.py seed_demo --wait
 
 cat <<MSG
 

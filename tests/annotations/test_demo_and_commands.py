@@ -149,3 +149,19 @@ def test_register_model_explain_and_job_status_commands(media_root, image_zip, t
             "32",
         )
     assert "weights" in json.loads(str(exc.value))
+
+
+def test_demo_round_waits_for_predictions_then_is_created_once(media_root):
+    result = demo.seed_demo(size=SMALL, log=lambda _: None)
+    assert result.review_round is None  # no predictions yet: nothing to sample from
+    worker_tasks.run_job_here(result.prediction_job.pk)
+
+    review_round = demo.ensure_round(result.project, log=lambda _: None)
+    assert review_round is not None
+    assert list(review_round.experts.values_list("username", flat=True)) == ["expert"]
+    assert review_round.blind_first
+    assert review_round.explanation_method == "gradcam"
+    assert review_round.tasks.count() == review_round.sampling_counts["total"] > 0
+    assert set(review_round.tasks.values_list("instance__split", flat=True)) == {"test"}
+    assert demo.ensure_round(result.project, log=lambda _: None).pk == review_round.pk
+    assert result.project.rounds.count() == 1

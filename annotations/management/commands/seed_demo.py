@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--wait",
             action="store_true",
-            help="follow the prediction job until a worker finishes it",
+            help="follow the prediction job until a worker finishes it, then create the demo round",
         )
         parser.add_argument(
             "--small", action="store_true", help="a tiny dataset and one epoch (for smoke tests)"
@@ -28,8 +28,9 @@ class Command(BaseCommand):
         )
         result = demo.seed_demo(size=size, log=self.stdout.write)
         if wait and result.prediction_job is not None:
-            job = follow_job(result.prediction_job.pk)
+            job = follow_job(result.prediction_job.pk, timeout=600)
             self.stdout.write(f"predictions: {job.status} {job.done}/{job.total}")
+            demo.ensure_round(result.project, log=self.stdout.write)
         self.stdout.write("")
         self.stdout.write(f"Demo project '{result.project.name}' (id {result.project.pk}).")
         self.stdout.write(f"Log in with any of these users, password '{demo.DEMO_PASSWORD}':")

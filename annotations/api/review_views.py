@@ -12,11 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations import analysis, sampling, selectors
 from annotations import permissions as access
-from annotations import sampling, selectors
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent
-from annotations.models import Review, Role, TaskStatus
+from annotations.models import Review, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
 
@@ -116,11 +116,9 @@ class RoundProgress(APIView):
     @extend_schema(responses={200: dict})
     def get(self, request: Request, round_id: int) -> Response:
         review_round = access.access_round_by_id(request.user, round_id)
-        progress = selectors.round_progress(review_round=review_round)
-        roles = access.roles_in_project(request.user, review_round.project_id)
-        if roles == {Role.EXPERT}:
-            progress["experts"] = [r for r in progress["experts"] if r["expert"] == request.user.pk]
-        return Response(progress)
+        return Response(
+            analysis.round_progress_for_user(review_round=review_round, user=request.user)
+        )
 
 
 def _payload(task, user, review: Review | None = None) -> dict:

@@ -6,16 +6,17 @@ import django_filters
 from django.contrib.auth import get_user_model
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations import analysis, selectors, services
 from annotations import permissions as access
-from annotations import selectors, services
 from annotations.api import serializers as s
-from annotations.models import Instance, Job, Prediction
+from annotations.models import Instance, InstanceComment, Job, Prediction
+from annotations.services import comments as comment_services
 
 
 class ProjectListCreate(generics.ListAPIView):
@@ -319,11 +320,6 @@ class ExplanationFile(APIView):
 # --- Instance comments --------------------------------------------------------------------
 # Imported here rather than at the top so this section can be appended without touching the
 # module's head while other work edits it; safe to hoist.
-from rest_framework import serializers  # noqa: E402
-
-from annotations import analysis  # noqa: E402
-from annotations.models import InstanceComment  # noqa: E402
-from annotations.services import comments as comment_services  # noqa: E402
 
 
 class InstanceCommentOutput(serializers.ModelSerializer):

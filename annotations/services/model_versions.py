@@ -175,6 +175,12 @@ def model_spec(model_version: ModelVersion) -> model_loading.ModelSpec:
 
 
 def predictions_compute_start(*, model_version: ModelVersion, created_by: Any = None) -> Job:
+    """Queue the model's predictions on every instance of the project."""
+    if model_version.kind == ModelKind.PREDICTIONS_ONLY:
+        raise field_error(
+            "model_version",
+            "This model version has no model to run; import its predictions instead.",
+        )
     job = job_create(
         project=model_version.project,
         kind=JobKind.PREDICT,

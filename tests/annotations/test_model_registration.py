@@ -5,10 +5,11 @@ import pickle
 
 import pytest
 import torch
+from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
 from annotations import services
-from annotations.models import Instance, JobKind, JobStatus, ModelVersion, Prediction
+from annotations.models import Instance, Job, JobKind, JobStatus, ModelVersion, Prediction
 from explain_worker import tasks as worker_tasks
 from explain_worker.rooms_cnn import RoomsCNN
 from tests.factories import LABELS, imagefolder_files, import_images, make_project
@@ -180,3 +181,15 @@ def test_failed_job_is_reported(client, project):
     job = Job.objects.get(pk=response.json()["job"]["id"])
     assert job.status == JobStatus.FAILED
     assert job.error
+
+
+@pytest.mark.django_db
+def test_computing_predictions_of_a_predictions_only_version_is_refused():
+    project = make_project(slug="po")
+    mv = ModelVersion.objects.create(
+        project=project, version=1, name="imported", kind="predictions_only", label_order=[]
+    )
+    with pytest.raises(ValidationError) as caught:
+        services.predictions_compute_start(model_version=mv)
+    assert "model_version" in caught.value.message_dict
+    assert not Job.objects.exists()

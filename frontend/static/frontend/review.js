@@ -60,6 +60,7 @@
     startedAt: performance.now(),
     submitting: false,
     justSubmitted: false,
+    imageLoaded: Promise.resolve(),
     dirty: false, // changes not yet saved as a draft
     expired: false,
     timers: { draft: 0, heartbeat: 0, poll: 0 },
@@ -228,6 +229,7 @@
       return;
     }
     renderTask(result.data, { fresh: true });
+    await state.imageLoaded;
     setStatus(state.justSubmitted ? "Submitted. Next image loaded." : "Ready.", "ok");
     state.justSubmitted = false;
   }
@@ -312,15 +314,21 @@
     $("concept-list").replaceChildren(...words.map((w) => h("option", { value: w })));
   }
 
+  // Resolves once the image is fitted (or failed), so "Ready." means the expert can draw.
   function loadImage(url) {
     const img = new Image();
-    img.onload = () => {
-      if (state.image !== img) return;
-      fit();
-    };
-    img.onerror = () => showError("The image could not be loaded.");
     state.image = img;
     state.overlay = null;
+    state.imageLoaded = new Promise((resolve) => {
+      img.onload = () => {
+        if (state.image === img) fit();
+        resolve();
+      };
+      img.onerror = () => {
+        showError("The image could not be loaded.");
+        resolve();
+      };
+    });
     img.src = url;
   }
 

@@ -623,7 +623,8 @@
   }
 
   canvas.addEventListener("pointerdown", (evt) => {
-    if (!state.task) return;
+    // Before the image is fitted, screen points map to no meaningful image pixel.
+    if (!state.task || !state.image || !state.image.naturalWidth) return;
     viewport.focus({ preventScroll: true });
     const panning = evt.button === 1 || state.spaceHeld || tool() === "pan" || !canDraw();
     if (panning) {

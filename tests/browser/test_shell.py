@@ -18,7 +18,7 @@ def test_login_switch_project_and_logout(page, login):
     page.locator(".switcher summary").click()
     page.locator(".switcher").get_by_role("link", name=other.project.name).click()
     assert page.get_by_role("heading", name=other.project.name).is_visible()
-    assert page.get_by_role("link", name="New round").is_visible()
+    assert page.get_by_role("link", name="New round", exact=True).is_visible()
 
     page.get_by_role("button", name="Log out").click()
     page.goto("/")
@@ -29,5 +29,5 @@ def test_expert_sees_no_scientist_links(page, login):
     world = build_world(n=2, experts=1)
     login(page, world.experts[0].username)
     page.goto(f"/projects/{world.project.pk}/")
-    assert page.get_by_role("link", name="New round").count() == 0
+    assert page.get_by_role("link", name="New round", exact=True).count() == 0
     assert page.get_by_role("link", name="Setup & data").count() == 0

@@ -219,7 +219,16 @@ def leases_expire(*, review_round: ReviewRound | None = None, now: datetime | No
     if review_round is not None:
         expired = expired.filter(round=review_round)
     count = 0
-    for task_id, expert_id, expires in expired.values_list("id", "expert_id", "lease_expires_at"):
+    rows = expired.values_list(
+        "id",
+        "expert_id",
+        "lease_expires_at",
+        "expectation_at",
+        "instance_id",
+        "round_id",
+        "round__blind_first",
+    )
+    for task_id, expert_id, expires, revealed_at, instance_id, round_id, blind in rows:
         with transaction.atomic():
             # Conditional: a heartbeat or a submit that came in meanwhile wins.
             changed = ReviewTask.objects.filter(
@@ -237,6 +246,15 @@ def leases_expire(*, review_round: ReviewRound | None = None, now: datetime | No
             if changed:
                 _release_unsubmitted_review(task_id, expert_id)
                 LeaseExpiry.objects.create(task_id=task_id, expert_id=expert_id, expired_at=expires)
+                if blind and revealed_at is not None:
+                    # They have seen the model's view of this instance: it can never be a
+                    # blind task for them again, so it is not offered to them again.
+                    TaskSkip.objects.get_or_create(
+                        round_id=round_id,
+                        instance_id=instance_id,
+                        expert_id=expert_id,
+                        defaults={"reason": "lease expired after the reveal"},
+                    )
                 ReviewTask.objects.filter(pk=task_id).update(expired_count=F("expired_count") + 1)
                 count += 1
     return count
@@ -380,7 +398,13 @@ def _own_task(task: ReviewTask, expert: Any) -> None:
         raise Http404("No task with that id.")
 
 
+def _round_open(task: ReviewTask) -> None:
+    if task.round.status != RoundStatus.OPEN:
+        raise Conflict("This round is closed; its tasks can no longer change.", field="round")
+
+
 def _live_lease(task: ReviewTask) -> None:
+    _round_open(task)
     if task.status == TaskStatus.SUBMITTED:
         raise Conflict("This task was submitted already.")
     if task.lease_expires_at is None or task.lease_expires_at <= timezone.now():
@@ -435,6 +459,7 @@ def task_skip(*, task: ReviewTask, expert: Any, reason: str) -> None:
 
 def draft_save(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> ReviewDraft:
     _own_task(task, expert)
+    _round_open(task)
     if task.status == TaskStatus.SUBMITTED:
         raise Conflict("This task was submitted already; edit the review instead.")
     draft, _ = ReviewDraft.objects.update_or_create(
@@ -630,8 +655,15 @@ def _review_upsert(task: ReviewTask, expert: Any, fields: dict[str, Any]) -> Rev
 
 @transaction.atomic
 def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
-    """Phase 1. After it, the task reveals the model's prediction and saliency."""
+    """Phase 1. After it, the task reveals the model's prediction and saliency, so in a
+    blind-first round it is final: an expectation given after the reveal is not blind."""
     task = _locked_live_task(task, expert)
+    if task.expectation_at is not None and task.round.blind_first:
+        raise Conflict(
+            "Your expectation is in and the model's view was revealed; in a blind-first round "
+            "it can no longer change. Submit your verdict.",
+            field="phase",
+        )
     fields = _expectation_fields(task, data)
     now = timezone.now()
     review = _review_upsert(task, expert, {"expectation_at": now, **fields})

@@ -265,9 +265,67 @@ def test_a_retry_that_could_succeed_again_replays_and_changes_nothing(world):
     assert retry["Idempotent-Replayed"] == "true"
     assert retry.json() == first.json()
     assert Review.objects.get().expected_label == "cat"
-    # Without the key, the same body is a new request and applies.
+
+
+def test_blind_first_expectation_is_final_once_revealed(world):
+    review_round = make_round(world)
+    alice = world.client(world.experts[0])
+    task = next_task(alice, review_round).json()
+    assert submit(alice, task["id"], "expectation", EXPECTATION).status_code == 200
+    again = submit(alice, task["id"], "expectation", EXPECTATION | {"expected_label": "dog"})
+    assert again.status_code == 409
+    assert "revealed" in again.json()["phase"][0]
+    assert Review.objects.get().expected_label == "cat"
+
+
+def test_without_blind_first_the_expectation_may_change_before_the_verdict(world):
+    review_round = make_round(world, blind_first=False)
+    alice = world.client(world.experts[0])
+    task = next_task(alice, review_round).json()
+    assert submit(alice, task["id"], "expectation", EXPECTATION).status_code == 200
+    changed = EXPECTATION | {"expected_label": "dog"}
     assert submit(alice, task["id"], "expectation", changed).status_code == 200
     assert Review.objects.get().expected_label == "dog"
+
+
+def test_an_instance_revealed_to_an_expert_is_not_offered_to_them_again(world):
+    """After the reveal their view is no longer blind: an expired lease does not bring the
+    instance back to them (others still get it)."""
+    review_round = make_round(world, lease_seconds=60)
+    alice, bob = (world.client(u) for u in world.experts[:2])
+    task = next_task(alice, review_round).json()
+    assert submit(alice, task["id"], "expectation", EXPECTATION).status_code == 200
+    ReviewTask.objects.filter(pk=task["id"]).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    reviews.leases_expire()
+    offered = []
+    while (response := next_task(alice, review_round)).status_code == 200:
+        body = response.json()
+        offered.append(body["instance"]["id"])
+        assert submit(alice, body["id"], "expectation", EXPECTATION).status_code == 200
+        assert submit(alice, body["id"], "verdict", VERDICT).status_code == 200
+    assert task["instance"]["id"] not in offered
+    assert len(offered) == len(world.instances) - 1
+    assert next_task(bob, review_round).json()["instance"]["id"] == task["instance"]["id"]
+
+
+def test_a_closed_round_takes_no_more_work(world):
+    review_round = make_round(world)
+    alice = world.client(world.experts[0])
+    task = next_task(alice, review_round).json()
+    reviews.round_close(review_round=review_round)
+    for method, path, body in [
+        ("post", f"/api/tasks/{task['id']}/heartbeat", None),
+        ("put", f"/api/tasks/{task['id']}/draft", {"expected_label": "dog"}),
+        ("post", f"/api/tasks/{task['id']}/expectation", EXPECTATION),
+        ("post", f"/api/tasks/{task['id']}/verdict", EXPECTATION | VERDICT),
+    ]:
+        response = getattr(alice, method)(path, body, format="json")
+        assert response.status_code == 409, (path, response.content)
+        assert "closed" in response.json()["round"][0]
+    assert not Review.objects.exists()
+    assert next_task(alice, review_round).status_code == 409
 
 
 def test_another_experts_task_is_404(world):

@@ -234,11 +234,22 @@ def expert_inbox(*, user) -> list[dict]:
     from django.db.models import Exists, OuterRef, Q
     from django.utils import timezone
 
-    from annotations.models import LeaseExpiry, ReviewRound, ReviewTask, TaskSkip, TaskStatus
+    from annotations.models import (
+        LeaseExpiry,
+        Membership,
+        ReviewRound,
+        ReviewTask,
+        TaskSkip,
+        TaskStatus,
+    )
 
     now = timezone.now()
+    # Only rounds of projects the user still belongs to (as the access helpers require).
+    member = Membership.objects.filter(project_id=OuterRef("project_id"), user=user)
     rounds = list(
-        ReviewRound.objects.filter(experts=user).select_related("project", "model_version")
+        ReviewRound.objects.filter(Exists(member), experts=user).select_related(
+            "project", "model_version"
+        )
     )
     if not rounds:
         return []

@@ -14,7 +14,20 @@ from explain_worker import rendering
 
 
 class RoundOutput(serializers.ModelSerializer):
+    """A round. For a user who is only an expert in the project (context ``expert_only``),
+    how the sample was drawn and who else reviews are left out: the sampling parts (say,
+    "confident errors") would tell them what to expect before their blind judgement."""
+
+    HIDDEN_FROM_EXPERTS = ("sampling", "sampling_counts", "experts")
+
     experts = serializers.SlugRelatedField(many=True, read_only=True, slug_field="username")
+
+    def to_representation(self, instance: ReviewRound) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        if self.context.get("expert_only"):
+            for name in self.HIDDEN_FROM_EXPERTS:
+                data.pop(name, None)
+        return data
 
     class Meta:
         model = ReviewRound
@@ -94,7 +107,7 @@ class ReviewOutput(serializers.ModelSerializer):
         ]
 
 
-def _prediction(task: ReviewTask) -> dict[str, Any] | None:
+def prediction_summary(task: ReviewTask) -> dict[str, Any] | None:
     prediction = Prediction.objects.filter(
         instance_id=task.instance_id, model_version_id=task.round.model_version_id
     ).first()
@@ -109,16 +122,27 @@ def _prediction(task: ReviewTask) -> dict[str, Any] | None:
     }
 
 
-def _saliency(task: ReviewTask, predicted: str | None) -> dict[str, Any] | None:
+def saliency_explanation(task: ReviewTask, predicted: str | None) -> Explanation | None:
+    """The round's saliency map of the task's instance for the predicted class, if computed."""
     method = task.round.explanation_method
     if not method or predicted is None:
         return None
-    exp = Explanation.objects.filter(
-        instance_id=task.instance_id,
-        model_version_id=task.round.model_version_id,
-        method=method,
-        target=predicted,
-    ).first()
+    return (
+        Explanation.objects.filter(
+            instance_id=task.instance_id,
+            model_version_id=task.round.model_version_id,
+            method=method,
+            target=predicted,
+        )
+        .order_by()
+        .first()
+    )
+
+
+def _saliency(task: ReviewTask, predicted: str | None, exp: Explanation | None) -> dict | None:
+    method = task.round.explanation_method
+    if not method or predicted is None:
+        return None
     if exp is None:
         return {"method": method, "ready": False}
     return {
@@ -175,22 +199,18 @@ def task_payload(task: ReviewTask, *, draft: dict[str, Any], review: Review | No
         "revealed": revealed(task),
     }
     if body["revealed"]:
-        prediction = _prediction(task)
+        prediction = prediction_summary(task)
         body["prediction"] = prediction
         body["ground_truth"] = task.instance.label or None
-        body["saliency"] = _saliency(task, prediction["label"] if prediction else None)
+        predicted = prediction["label"] if prediction else None
+        exp = saliency_explanation(task, predicted)
+        body["saliency"] = _saliency(task, predicted, exp)
         body["alignment"] = None
         if body["saliency"] and body["saliency"]["ready"]:
             # The overlay PNG carries a legend strip below the picture; the review page
             # crops it off to lay the picture over the image.
             body["saliency"]["legend_height"] = rendering.LEGEND_HEIGHT
-            if review is not None and review.evidence:
-                exp = Explanation.objects.get(
-                    instance_id=task.instance_id,
-                    model_version_id=review_round.model_version_id,
-                    method=review_round.explanation_method,
-                    target=body["saliency"]["target"],
-                )
+            if exp is not None and review is not None and review.evidence:
                 body["alignment"] = explanations.evidence_alignment(
                     explanation=exp,
                     regions=review.evidence,

@@ -16,7 +16,7 @@ from annotations import analysis, sampling, selectors
 from annotations import permissions as access
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent
-from annotations.models import Review, TaskStatus
+from annotations.models import Review, Role, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
 
@@ -40,6 +40,11 @@ class RoundListCreate(generics.ListAPIView):
         return selectors.rounds_for_user(project=project, user=self.request.user).prefetch_related(
             "experts"
         )
+
+    def get_serializer_context(self) -> dict:
+        return super().get_serializer_context() | {
+            "expert_only": _expert_only(self.request.user, self.kwargs["project_id"])
+        }
 
     @extend_schema(request=rs.RoundInput, responses={201: rs.RoundOutput})
     def post(self, request: Request, project_id: int) -> Response:
@@ -84,10 +89,16 @@ class RoundPreview(APIView):
         return Response({"parts": plan.counts, "new": plan.new_counts, "total": plan.total})
 
 
+def _expert_only(user, project_id: int) -> bool:
+    return access.roles_in_project(user, project_id) == {Role.EXPERT}
+
+
 class RoundDetail(APIView):
     @extend_schema(responses=rs.RoundOutput)
     def get(self, request: Request, round_id: int) -> Response:
-        return Response(rs.RoundOutput(access.access_round_by_id(request.user, round_id)).data)
+        review_round = access.access_round_by_id(request.user, round_id)
+        context = {"expert_only": _expert_only(request.user, review_round.project_id)}
+        return Response(rs.RoundOutput(review_round, context=context).data)
 
 
 class RoundExperts(APIView):
@@ -222,14 +233,9 @@ class TaskSaliency(APIView):
         task = access.access_task_by_id(request.user, task_id, own=False)
         if task.expert_id == request.user.pk and not rs.revealed(task):
             raise PermissionDenied("Submit your expectation first: this round is blind-first.")
-        payload = rs._saliency(task, (rs._prediction(task) or {}).get("label"))
-        if not payload or not payload["ready"]:
+        exp = rs.saliency_explanation(task, (rs.prediction_summary(task) or {}).get("label"))
+        if exp is None:
             raise field_error("saliency", "The saliency map is not computed yet.")
-        exp = task.round.model_version.explanations.get(
-            instance_id=task.instance_id,
-            method=task.round.explanation_method,
-            target=payload["target"],
-        )
         name = (
             exp.raw.name
             if kind == "raw"

@@ -281,7 +281,7 @@ def evidence_alignment(
         with explanation.raw.open("rb") as fh:
             attribution_map = rendering.decode_raw(fh.read())
         result = alignment.evidence_alignment(attribution_map, regions, image_size=(width, height))
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # a truncated or foreign file raises whatever its reader does
         logger.warning("No alignment for explanation %s: %s", explanation.pk, exc)
         return None
     return result.as_dict() if result is not None else None

@@ -209,3 +209,29 @@ def test_project_of_another_is_invisible_in_lists(two_projects):
     reviews = client.get("/api/reviews/").json()["results"]
     assert {r["round"] for r in reviews} == set(own.project.rounds.values_list("pk", flat=True))
     assert Role.EXPERT in {m.role for m in own.project.memberships.all()}
+
+
+def test_experts_do_not_learn_how_the_sample_was_drawn(world_for_sampling_check):
+    """The sampling parts (e.g. confident errors) would prime a blind judgement."""
+    world, review_round = world_for_sampling_check
+    expert = world.client(world.experts[0])
+    scientist = world.client(world.scientist)
+    for path in (f"/api/rounds/{review_round.pk}/", f"/api/projects/{world.project.pk}/rounds/"):
+        for client, hidden in ((expert, True), (scientist, False)):
+            body = client.get(path).json()
+            row = body["results"][0] if "results" in body else body
+            assert ("sampling" not in row) is hidden, path
+            assert ("sampling_counts" not in row) is hidden, path
+            assert ("experts" not in row) is hidden, path
+    expert.force_login(world.experts[0])
+    scientist.force_login(world.scientist)
+    page = expert.get(f"/rounds/{review_round.pk}/")
+    assert page.status_code == 200
+    assert b"Instances per sampling part" not in page.content
+    assert b"Instances per sampling part" in scientist.get(f"/rounds/{review_round.pk}/").content
+
+
+@pytest.fixture
+def world_for_sampling_check(media_root):
+    world = build_world()
+    return world, make_round(world)

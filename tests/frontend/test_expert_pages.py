@@ -81,6 +81,17 @@ def test_inbox_shows_own_rounds_with_counts_and_nothing_else():
     assert 'href="/projects/' in html
 
 
+def test_inbox_forgets_rounds_of_a_project_the_expert_left():
+    world = build_world(n=2, experts=1)
+    named_round(world, "Kitchen errors")
+    expert = world.experts[0]
+    assert "Kitchen errors" in browser_for(expert).get("/").content.decode()
+    world.project.memberships.filter(user=expert).delete()
+    response = browser_for(expert).get("/")
+    assert "Kitchen errors" not in response.content.decode()
+    assert response.context["inbox"] == []
+
+
 def test_inbox_counts_agree_with_the_per_round_selectors():
     world = build_world(n=5, experts=2)
     review_round = make_round(world, overlap=2)
@@ -238,3 +249,19 @@ def test_no_alignment_without_regions_or_without_a_map(media_root):
         assert revealed["alignment"] is None
         assert revealed["saliency"]["ready"] is has_map
         client.post(f"/api/tasks/{task['id']}/verdict", VERDICT, format="json")
+
+
+def test_a_damaged_map_file_costs_the_alignment_not_the_submit(media_root):
+    """A truncated map must not turn the expectation into a 500 the page would retry."""
+    world = build_world(n=1, experts=1)
+    review_round = make_round_with_saliency(world)
+    exp = add_explanation(world, world.instances[0], quadrant_map())
+    with exp.raw.storage.open(exp.raw.name, "wb") as fh:
+        fh.write(b"PK\x03\x04 truncated")
+    client = world.client(world.experts[0])
+    task = client.post(f"/api/rounds/{review_round.pk}/tasks/next").json()
+    body = EXPECTATION | {"evidence": [{"type": "box", "points": [[4, 4], [20, 12]]}]}
+    response = client.post(f"/api/tasks/{task['id']}/expectation", body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["alignment"] is None
+    assert response.json()["saliency"]["ready"] is True

@@ -25,7 +25,12 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts" / "screenshots"
+SCREENSHOTS = Path(
+    os.environ.get(
+        "BROWSER_SCREENSHOTS_DIR",
+        Path(__file__).resolve().parents[2] / "var" / "test-artifacts" / "screenshots",
+    )
+)
 PASSWORD = "pw-123456"  # tests.factories.make_user's default
 
 
@@ -54,10 +59,9 @@ def browser() -> Iterator:
         browser.close()
 
 
-@pytest.fixture
-def page(browser, request: pytest.FixtureRequest, live_server) -> Iterator:
-    """A fresh browser context at 1280x800. On failure a full-page screenshot is saved."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
+def _screenshot_on_failure(browser, request: pytest.FixtureRequest, **context_options) -> Iterator:
+    """A fresh browser context at 1280x800; a full-page screenshot if the test failed."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
     context.set_default_timeout(10_000)
     page = context.new_page()
     yield page
@@ -70,6 +74,18 @@ def page(browser, request: pytest.FixtureRequest, live_server) -> Iterator:
         except Exception as exc:  # a crashed page must not hide the test's own failure
             print(f"screenshot failed: {exc}")
     context.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest, live_server) -> Iterator:
+    """A page on the live server (relative URLs work)."""
+    yield from _screenshot_on_failure(browser, request, base_url=live_server.url)
+
+
+@pytest.fixture
+def bare_page(browser, request: pytest.FixtureRequest) -> Iterator:
+    """A page with no server and no database, for tests of the browser tooling itself."""
+    yield from _screenshot_on_failure(browser, request)
 
 
 @pytest.fixture

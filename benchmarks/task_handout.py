@@ -18,14 +18,15 @@ What it does:
    question, blind-first, ``explanation_method=""`` so no saliency job is queued). Then
    ``VACUUM ANALYZE`` (``--no-analyze`` skips it, to see the planner on a fresh table).
 3. Starts gunicorn on the same database. Default: ``--workers 4`` sync workers, the best of
-   the configs ``--sweep`` tries on the 2-core box (57 requests/s against 47-50 for gthread,
-   and the tightest tail). gthread keeps client connections alive, but a kept-alive
-   connection stays with the worker that accepted it and the first worker to wake grabs most
-   of them (50 connections split e.g. [40, 6, 4]), so one GIL serves most of the load and the
-   tail grows; with ``--keep-alive 0`` gthread still lost. Each worker costs ~750 MB RSS (the
-   app imports torch), so more workers are expensive. ``--workers N``/``--threads T``
-   (T > 1 = gthread) or ``--gunicorn "..."`` change it; ``--sweep`` tries several configs for
-   ``--sweep-seconds`` each, then runs the best.
+   the configs ``--sweep`` tries on the 2-core box (when first measured, 57 requests/s
+   against 47-50 for gthread, and the tightest tail). gthread keeps client connections
+   alive, but a kept-alive connection stays with the worker that accepted it and the first
+   worker to wake grabs most of them (50 connections split e.g. [40, 6, 4]), so one GIL
+   serves most of the load and the tail grows; with ``--keep-alive 0`` gthread still lost.
+   Each worker costs about 90 MB RSS (the web app does not import torch); 6 or 8 workers
+   measured no faster than 4 (155-157 against 173 requests/s: the box is CPU-bound).
+   ``--workers N``/``--threads T`` (T > 1 = gthread) or ``--gunicorn "..."`` change it;
+   ``--sweep`` tries several configs for ``--sweep-seconds`` each, then runs the best.
 4. Runs one thread per expert, each with its own persistent ``http.client`` connection (sync
    gunicorn workers answer ``Connection: close``, so there the client reconnects per request;
    gthread keeps the connection alive). Each expert loops: ``POST /api/rounds/{id}/tasks/next``

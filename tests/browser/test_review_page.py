@@ -12,6 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from annotations.models import Review, ReviewTask, TaskSkip, TaskStatus
+from annotations.services import reviews
 from tests.annotations.review_fixtures import (
     add_explanation,
     build_world,
@@ -174,6 +175,19 @@ def test_an_expired_lease_keeps_the_draft_and_offers_the_next_task(page, login, 
     page.keyboard.press("Enter")  # the button: the same image comes back, draft and all
     expect(page.locator("#status")).to_have_text("Ready.")
     expect(page.locator('input[name="expected_label"][value="bird"]')).to_be_checked()
+
+
+def test_a_closed_round_says_so_and_saves_nothing(page, login, one_task):
+    world, review_round = one_task
+    open_review(page, login, world.experts[0], review_round)
+    reviews.round_close(review_round=review_round)
+    page.keyboard.press("1")
+    page.keyboard.press("Shift+Digit3")
+    page.keyboard.press("Enter")
+    expect(page.locator("#status")).to_have_text("Round closed.")
+    expect(page.locator("#error")).to_contain_text("Round: This round is closed")
+    expect(page.locator("#next-after-expiry")).to_be_hidden()
+    assert not Review.objects.exists()
 
 
 def test_drawing_a_box_records_image_pixels_and_shows_the_alignment(page, login, one_task):

@@ -38,6 +38,7 @@
     comment: "Comment",
     lease: "Lease",
     phase: "Order",
+    round: "Round",
     detail: "",
   };
 
@@ -178,6 +179,10 @@
   }
 
   function handleFailure(result) {
+    if (result.status === 409 && result.data && result.data.round) {
+      showClosed(formatErrors(result.data));
+      return;
+    }
     if (result.status === 409 && result.data && result.data.lease) {
       showExpired(formatErrors(result.data));
       return;
@@ -188,6 +193,14 @@
       showError(formatErrors(result.data));
     }
     setStatus("Not submitted — see the message.", "error");
+  }
+
+  // The scientist closed the round: nothing more can be taken or submitted here.
+  function showClosed(message) {
+    state.expired = true;
+    stopTimers();
+    showError(message);
+    setStatus("Round closed.", "error");
   }
 
   function showExpired(message) {
@@ -940,7 +953,11 @@
   async function heartbeat() {
     if (!state.task || state.expired) return;
     const result = await api("POST", taskUrl("heartbeat"), undefined, {});
-    if (result.status === 409) showExpired(formatErrors(result.data));
+    if (result.status === 409 && result.data && result.data.round) {
+      showClosed(formatErrors(result.data));
+    } else if (result.status === 409) {
+      showExpired(formatErrors(result.data));
+    }
   }
 
   // --- Submits ----------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.db.models import Count, QuerySet
 
 from annotations.models import Dataset, Instance, Job, ModelVersion, Prediction, Project
@@ -57,27 +59,36 @@ def instance_count(*, project: Project) -> int:
 
 def model_version_summary(*, model_version: ModelVersion) -> dict[str, dict[str, float | int]]:
     """Per split: instances with a prediction, correct ones, accuracy and mean confidence."""
+    return model_version_summaries(model_versions=[model_version]).get(model_version.pk, {})
+
+
+def model_version_summaries(
+    *, model_versions: Sequence[ModelVersion]
+) -> dict[int, dict[str, dict[str, float | int]]]:
+    """``model_version_summary`` of several versions in one query (pages list every version
+    of a project): {model version id: {split: summary}}."""
     from django.db.models import Avg, F, Q
 
     rows = (
-        model_version.predictions.exclude(instance__label="")
-        .values("instance__split")
+        Prediction.objects.filter(model_version__in=[mv.pk for mv in model_versions])
+        .exclude(instance__label="")
+        .values("model_version_id", "instance__split")
         .annotate(
             n=Count("id"),
             correct=Count("id", filter=Q(label=F("instance__label"))),
             mean_confidence=Avg("confidence"),
         )
-        .order_by("instance__split")
+        .order_by("model_version_id", "instance__split")
     )
-    return {
-        r["instance__split"]: {
+    summaries: dict[int, dict[str, dict[str, float | int]]] = {mv.pk: {} for mv in model_versions}
+    for r in rows:
+        summaries[r["model_version_id"]][r["instance__split"]] = {
             "predictions": r["n"],
             "correct": r["correct"],
             "accuracy": round(r["correct"] / r["n"], 4) if r["n"] else 0.0,
             "mean_confidence": round(r["mean_confidence"] or 0.0, 4),
         }
-        for r in rows
-    }
+    return summaries
 
 
 def dataset_split_counts(*, project: Project) -> list[dict]:

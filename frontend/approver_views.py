@@ -18,13 +18,15 @@ def readiness_page(request: HttpRequest, project_id: int) -> HttpResponse:
     other members, 404 for everyone else), since it shows per-version details."""
     project = access.access_project_by_id(request.user, project_id, allowed=access.READ_DETAILS)
     coverage = analysis.review_coverage(project=project)
+    model_versions = list(selectors.model_version_list(project=project).order_by("-version"))
+    summaries = selectors.model_version_summaries(model_versions=model_versions)
     versions = []
-    for mv in selectors.model_version_list(project=project).order_by("-version"):
+    for mv in model_versions:
         cov = coverage.get(mv.pk, {"sampled": 0, "reviewed": 0})
         versions.append(
             {
                 "mv": mv,
-                "summary": selectors.model_version_summary(model_version=mv),
+                "summary": summaries[mv.pk],
                 "sampled": cov["sampled"],
                 "reviewed": cov["reviewed"],
                 "coverage_percent": round(100 * cov["reviewed"] / cov["sampled"])

@@ -141,11 +141,13 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
     models = []
     if details:
         coverage = analysis.review_coverage(project=project)
-        for mv in selectors.model_version_list(project=project):
+        versions = list(selectors.model_version_list(project=project))
+        summaries = selectors.model_version_summaries(model_versions=versions)
+        for mv in versions:
             models.append(
                 {
                     "mv": mv,
-                    "summary": selectors.model_version_summary(model_version=mv),
+                    "summary": summaries[mv.pk],
                     "coverage": coverage.get(mv.pk),
                 }
             )

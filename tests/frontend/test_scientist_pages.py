@@ -10,7 +10,9 @@ import re
 from collections import Counter
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from annotations import analysis
 from annotations.models import (
@@ -518,10 +520,25 @@ def test_project_and_round_pages_query_counts(world, django_assert_max_num_queri
         reviews.verdict_submit(task=task, expert=expert, data=VERDICT)
     make_round(world)
     client = client_for(world.scientist)
-    # One query per model version for its accuracy summary; rounds, jobs, coverage and the
-    # forms' choices are one query each, however many there are.
+    # Versions' accuracy summaries, rounds, jobs, coverage and the forms' choices are one
+    # query each, however many there are: three more model versions cost nothing.
     with django_assert_max_num_queries(15):
         assert client.get(f"/projects/{world.project.pk}/").status_code == 200
+    with CaptureQueriesContext(connection) as readiness_one:
+        assert client.get(f"/projects/{world.project.pk}/readiness/").status_code == 200
+    for version in (2, 3, 4):
+        ModelVersion.objects.create(
+            project=world.project,
+            version=version,
+            name=f"m{version}",
+            kind="predictions_only",
+            label_order=world.mv.label_order,
+        )
+    with django_assert_max_num_queries(15):
+        assert client.get(f"/projects/{world.project.pk}/").status_code == 200
+    with CaptureQueriesContext(connection) as readiness_four:
+        assert client.get(f"/projects/{world.project.pk}/readiness/").status_code == 200
+    assert len(readiness_four) == len(readiness_one)
     with django_assert_max_num_queries(19):
         assert client.get(f"/rounds/{review_round.pk}/").status_code == 200
 

@@ -33,10 +33,9 @@ from annotations.models import (
     Review,
     ReviewRound,
     ReviewTask,
-    Role,
     TaskStatus,
 )
-from annotations.permissions import roles_in_project
+from annotations.permissions import is_expert_only, roles_in_project
 
 # --- Confusion matrix ---------------------------------------------------------------------
 
@@ -410,6 +409,6 @@ def round_progress_for_user(*, review_round: ReviewRound, user: Any) -> dict[str
     the project) gets the overall figures and only their own row, since the other rows
     would tell them who else reviews and how fast. The page and the progress API agree."""
     progress = selectors.round_progress(review_round=review_round)
-    if roles_in_project(user, review_round.project_id) == {Role.EXPERT}:
+    if is_expert_only(roles_in_project(user, review_round.project_id)):
         progress["experts"] = [r for r in progress["experts"] if r["expert"] == user.pk]
     return progress

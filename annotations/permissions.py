@@ -52,6 +52,13 @@ def roles_in_project(user: User, project_id: int) -> set[str]:
     return set(user.memberships.filter(project_id=project_id).values_list("role", flat=True))
 
 
+def is_expert_only(roles: set[str]) -> bool:
+    """Whether these roles (``roles_in_project``) are expert alone: such users see their own
+    work and nothing that would prime a blind judgement (other experts, how samples were
+    drawn)."""
+    return roles == {Role.EXPERT}
+
+
 def projects_for_user(user: User) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()
@@ -142,7 +149,7 @@ def access_round_by_id(
         raise Http404("No review round with that id.")
     _check(user, review_round.project_id, allowed, "review round")
     roles = roles_in_project(user, review_round.project_id)
-    if roles == {Role.EXPERT} and not review_round.experts.filter(pk=user.pk).exists():
+    if is_expert_only(roles) and not review_round.experts.filter(pk=user.pk).exists():
         raise Http404("No review round with that id.")
     return review_round
 

@@ -155,8 +155,9 @@ def rounds_for_user(*, project: Project, user) -> QuerySet:
     return rounds.filter(experts=user)
 
 
-def tasks_available_count(*, review_round, expert) -> int:
-    """Open slots of instances the expert has neither had nor skipped."""
+def open_slots_for_expert(*, review_round, expert) -> QuerySet:
+    """Open slots of instances the expert has neither had nor skipped (unordered). The
+    claim in ``services.reviews`` runs the same selection as hand-written SQL."""
     from annotations.models import ReviewTask, TaskSkip, TaskStatus
 
     had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
@@ -165,6 +166,13 @@ def tasks_available_count(*, review_round, expert) -> int:
         ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
         .exclude(instance_id__in=had)
         .exclude(instance_id__in=skipped)
+    )
+
+
+def tasks_available_count(*, review_round, expert) -> int:
+    """Instances the expert could still be given (each counted once, whatever the overlap)."""
+    return (
+        open_slots_for_expert(review_round=review_round, expert=expert)
         .values("instance_id")
         .distinct()
         .count()

@@ -44,21 +44,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+from benchmarks.task_handout import _admin_exec  # noqa: E402  (the one PostgreSQL admin helper)
+
 DEFAULT_DB = "feedback_pages_bench"
 TARGETS = {"review_p95_ms": 150, "matrix_p95_ms": 300, "review_asset_kb": 200}
-
-
-def _pg(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(**PG_ADMIN)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 def configure(database_url: str, media: Path) -> None:
@@ -212,8 +201,8 @@ def main() -> None:
     url = args.database_url
     pg_name = url.rsplit("/", 1)[1] if url.startswith("postgres") else None
     if pg_name:
-        _pg(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
-        _pg(f'CREATE DATABASE "{pg_name}"')
+        _admin_exec(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+        _admin_exec(f'CREATE DATABASE "{pg_name}"')
     try:
         configure(url, media)
         from django.core.management import call_command
@@ -234,7 +223,7 @@ def main() -> None:
             from django.db import connections
 
             connections.close_all()
-            _pg(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+            _admin_exec(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
         shutil.rmtree(media, ignore_errors=True)
 
     matrix_p95 = max(

@@ -23,7 +23,7 @@ from django.urls import reverse
 
 from annotations import analysis, sampling, selectors, services
 from annotations import permissions as access
-from annotations.models import JobStatus, Question, Role, RoundStatus, Split
+from annotations.models import JobStatus, Question, RoundStatus, Split
 from annotations.services import comments as comment_services
 from annotations.services import reviews as review_services
 from frontend import forms as f
@@ -291,7 +291,7 @@ def round_page(request: HttpRequest, round_id: int) -> HttpResponse:
         "sampling_rows": sampling_rows,
         "questions": [Question(q).label for q in review_round.questions if q in Question.values],
         "manage": bool(roles & access.MANAGE),
-        "expert_only": roles == {Role.EXPERT},
+        "expert_only": access.is_expert_only(roles),
         "is_round_expert": review_round.experts.filter(pk=request.user.pk).exists(),
     }
     return render(request, "frontend/round.html", context)

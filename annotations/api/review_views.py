@@ -16,7 +16,7 @@ from annotations import analysis, sampling, selectors
 from annotations import permissions as access
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent
-from annotations.models import Review, Role, TaskStatus
+from annotations.models import Review, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
 
@@ -43,7 +43,9 @@ class RoundListCreate(generics.ListAPIView):
 
     def get_serializer_context(self) -> dict:
         return super().get_serializer_context() | {
-            "expert_only": _expert_only(self.request.user, self.kwargs["project_id"])
+            "expert_only": access.is_expert_only(
+                access.roles_in_project(self.request.user, self.kwargs["project_id"])
+            )
         }
 
     @extend_schema(request=rs.RoundInput, responses={201: rs.RoundOutput})
@@ -89,15 +91,15 @@ class RoundPreview(APIView):
         return Response({"parts": plan.counts, "new": plan.new_counts, "total": plan.total})
 
 
-def _expert_only(user, project_id: int) -> bool:
-    return access.roles_in_project(user, project_id) == {Role.EXPERT}
-
-
 class RoundDetail(APIView):
     @extend_schema(responses=rs.RoundOutput)
     def get(self, request: Request, round_id: int) -> Response:
         review_round = access.access_round_by_id(request.user, round_id)
-        context = {"expert_only": _expert_only(request.user, review_round.project_id)}
+        context = {
+            "expert_only": access.is_expert_only(
+                access.roles_in_project(request.user, review_round.project_id)
+            )
+        }
         return Response(rs.RoundOutput(review_round, context=context).data)
 
 

@@ -25,7 +25,7 @@ from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
 
-from annotations import sampling
+from annotations import sampling, selectors
 from annotations.models import (
     EXPECTATION_QUESTIONS,
     ErrorReason,
@@ -315,28 +315,16 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
         # Nothing claimed: either nothing is left, or every candidate was locked by another
         # expert's claim at that instant (skipped, not waited for), or this expert claimed a
         # slot of the same instance in a parallel request. Only the first ends the search.
-        if not _candidates(review_round, expert).exists():
+        if not selectors.open_slots_for_expert(review_round=review_round, expert=expert).exists():
             return None
     raise Conflict("Too many experts asked at once; ask again.")
 
 
-def _candidates(review_round: ReviewRound, expert: Any) -> Any:
-    """Open slots of instances the expert has not had nor skipped, best first. ``_claim``
-    runs the same selection as hand-written SQL; keep the two in step."""
-    had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
-    skipped = TaskSkip.objects.filter(round=review_round, expert=expert).values("instance_id")
-    return (
-        ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
-        .exclude(instance_id__in=had)
-        .exclude(instance_id__in=skipped)
-        .order_by("slot", "priority", "id")
-    )
-
-
 @lru_cache(maxsize=4)
 def _claim_sql(vendor: str, skip_locked: bool) -> str:
-    """The claim statement. Written by hand and built once: compiling the equivalent
-    querysets cost more CPU than running the statement (next-task is the hot path)."""
+    """The claim statement: ``selectors.open_slots_for_expert`` in hand-written SQL (keep
+    the two in step), best slot first. Built once: compiling the equivalent querysets cost
+    more CPU than running the statement (next-task is the hot path)."""
     from django.db import connections
 
     quote = connections["default"].ops.quote_name
@@ -521,6 +509,11 @@ def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, A
     return clean
 
 
+def _whole_number_in(value: Any, low: int, high: int) -> bool:
+    # bool is an int subclass; True as a confidence is always a client bug.
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _expectation_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any]:
     review_round = task.round
     asked = set(review_round.questions)
@@ -535,11 +528,7 @@ def _expectation_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any
         fields["expected_label"] = label
     if Question.EXPECTED_CONFIDENCE in asked:
         confidence = data.get("expected_confidence")
-        if (
-            not isinstance(confidence, int)
-            or isinstance(confidence, bool)
-            or not 1 <= confidence <= 5
-        ):
+        if not _whole_number_in(confidence, 1, 5):
             raise field_error("expected_confidence", "Give a whole number from 1 to 5.")
         fields["expected_confidence"] = confidence
     if Question.EVIDENCE in asked:
@@ -584,7 +573,7 @@ def _verdict_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(acceptable, bool):
             raise field_error("acceptable", "For an error, say whether it is acceptable.")
         severity = data.get("severity")
-        if not isinstance(severity, int) or isinstance(severity, bool) or not 1 <= severity <= 4:
+        if not _whole_number_in(severity, 1, 4):
             raise field_error("severity", "Give the severity as a whole number from 1 to 4.")
         reason = data.get("reason", "")
         if reason not in ErrorReason.values:
@@ -790,8 +779,6 @@ def round_check_complete(*, round_id: int) -> bool:
 def digests_send(*, now: datetime | None = None) -> int:
     """E-mail every expert a summary of the open rounds where tasks wait for them."""
     from django.contrib.auth import get_user_model
-
-    from annotations import selectors
 
     sent = 0
     users = (

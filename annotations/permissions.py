@@ -7,13 +7,15 @@ revealed); a member whose roles do not allow the action gets 403. Superusers pas
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import cache
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 
+from annotations import selectors
 from annotations.models import (
     Dataset,
     Explanation,
@@ -27,6 +29,7 @@ from annotations.models import (
     ReviewTask,
     Role,
 )
+from annotations.prepared import Joined
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -154,45 +157,69 @@ def access_round_by_id(
     return review_round
 
 
+@cache
+def _expert_round_statement(using: str = "default") -> tuple[Joined, str]:
+    """``access_expert_round_by_id``'s one query (see ``annotations.prepared``)."""
+    j = Joined(
+        using,
+        extra={"is_expert": None, "is_member": None},
+        r=ReviewRound,
+        p=Project,
+        mv=ModelVersion,
+    )
+    experts = ReviewRound.experts.through._meta
+    quote = j.ops.quote_name
+    e_round = quote(experts.get_field("reviewround").column)
+    e_user = quote(experts.get_field("user").column)
+    m_project = quote(Membership._meta.get_field("project").column)
+    m_user = quote(Membership._meta.get_field("user").column)
+    sql = (
+        f"SELECT {j.columns}, "
+        f"EXISTS (SELECT 1 FROM {quote(experts.db_table)} e "
+        f"WHERE e.{e_round} = {j.column('r', 'id')} AND e.{e_user} = %(user)s), "
+        f"EXISTS (SELECT 1 FROM {quote(Membership._meta.db_table)} m "
+        f"WHERE m.{m_project} = {j.column('r', 'project')} AND m.{m_user} = %(user)s) "
+        f"FROM {j.table('r')} "
+        f"JOIN {j.table('p')} ON {j.column('p', 'id')} = {j.column('r', 'project')} "
+        f"JOIN {j.table('mv')} ON {j.column('mv', 'id')} = {j.column('r', 'model_version')} "
+        f"WHERE {j.column('r', 'id')} = %(round)s"
+    )
+    return j, sql
+
+
 def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
-    """A round the user reviews in, checked in one query: this is the next-task hot path.
-    A project member who is not one of the round's experts gets 403, anyone else 404."""
+    """A round the user reviews in, with its project and model version, checked in one
+    prepared query: this is the next-task hot path. A project member who is not one of the
+    round's experts gets 403, anyone else 404."""
     if not user.is_authenticated:
         raise Http404("No review round with that id.")
-    review_round = _one(
-        ReviewRound.objects.select_related("project", "model_version")
-        .annotate(
-            is_expert=Exists(
-                ReviewRound.experts.through.objects.filter(
-                    reviewround_id=OuterRef("pk"), user_id=user.pk
-                )
-            ),
-            is_member=Exists(
-                Membership.objects.filter(project_id=OuterRef("project_id"), user_id=user.pk)
-            ),
-        )
-        .filter(pk=round_id)
-    )
-    if (
-        review_round is not None
-        and review_round.is_expert
-        and (review_round.is_member or user.is_superuser)
-    ):
-        return review_round
+    joined, sql = _expert_round_statement()
+    found = joined.fetch_one(sql, {"user": user.pk, "round": round_id})
+    if found is not None:
+        extra = found["extra"]
+        if extra["is_expert"] and (extra["is_member"] or user.is_superuser):
+            review_round = found["r"]
+            review_round.project = found["p"]
+            review_round.model_version = found["mv"]
+            return review_round
     # The slow path only decides between 404 and 403.
     access_round_by_id(user, round_id)
     raise PermissionDenied("You are not an expert of this round.")
 
 
-def access_task_by_id(user: User, task_id: int, *, own: bool = True) -> ReviewTask:
+def access_task_by_id(
+    user: User, task_id: int, *, own: bool = True, lock: bool = False
+) -> ReviewTask:
     """A task: its expert reaches it; with ``own=False`` scientists and approvers too.
-    Anyone else gets 404, another expert's task included."""
-    task = _one(
-        ReviewTask.objects.select_related(
-            "round__project", "round__model_version", "instance"
-        ).filter(pk=task_id)
-    )
-    if task is None or not user.is_authenticated:
+    Anyone else gets 404, another expert's task included.
+
+    The task comes from ``selectors.task_in_context`` (one query: the payload needs no more
+    reads). ``lock=True`` (inside a transaction) also locks the task row, as the submits
+    need: the state checked here is then the one they act on."""
+    if not user.is_authenticated:
+        raise Http404("No task with that id.")
+    task = selectors.task_in_context(task_id=task_id, user=user, lock=lock)
+    if task is None:
         raise Http404("No task with that id.")
     if task.expert_id == user.pk:
         return task

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
+from django.db import connections
 from django.db.models import Count, QuerySet
 
-from annotations.models import Dataset, Instance, Job, ModelVersion, Prediction, Project
+from annotations.models import (
+    Dataset,
+    Instance,
+    Job,
+    ModelVersion,
+    Prediction,
+    Project,
+    Review,
+    ReviewDraft,
+    ReviewRound,
+    ReviewTask,
+)
+from annotations.prepared import Joined
 
 
 def dataset_list(*, project: Project) -> QuerySet[Dataset]:
@@ -330,3 +345,66 @@ def expert_inbox(*, user) -> list[dict]:
         )
     )
     return entries
+
+
+# --- The expert's hot path ----------------------------------------------------------------
+
+
+@cache
+def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, str]:
+    """``task_in_context``'s one query: the task with its round, project, model version
+    and instance, the review of the task's expert and the asking user's draft (outer joins
+    on unique keys), and with ``lock`` the task row locked for the transaction."""
+    draft = ReviewDraft._meta
+    j = Joined(
+        using,
+        extra={"draft": draft.get_field("data")},
+        t=ReviewTask,
+        r=ReviewRound,
+        p=Project,
+        mv=ModelVersion,
+        i=Instance,
+        rv=Review,
+    )
+    quote = j.ops.quote_name
+    d = {
+        name: f"d.{quote(draft.get_field(name).column)}"
+        for name in ("round", "instance", "expert", "data")
+    }
+    features = connections[using].features
+    lock_clause = " FOR UPDATE OF t" if lock and features.has_select_for_update_of else ""
+    sql = (
+        f"SELECT {j.columns}, {d['data']} "
+        f"FROM {j.table('t')} "
+        f"JOIN {j.table('r')} ON {j.column('r', 'id')} = {j.column('t', 'round')} "
+        f"JOIN {j.table('p')} ON {j.column('p', 'id')} = {j.column('r', 'project')} "
+        f"JOIN {j.table('mv')} ON {j.column('mv', 'id')} = {j.column('r', 'model_version')} "
+        f"JOIN {j.table('i')} ON {j.column('i', 'id')} = {j.column('t', 'instance')} "
+        f"LEFT JOIN {j.table('rv')} ON {j.column('rv', 'task')} = {j.column('t', 'id')} "
+        f"AND {j.column('rv', 'expert')} = {j.column('t', 'expert')} "
+        f"LEFT JOIN {quote(draft.db_table)} d ON {d['round']} = {j.column('t', 'round')} "
+        f"AND {d['instance']} = {j.column('t', 'instance')} AND {d['expert']} = %(user)s "
+        f"WHERE {j.column('t', 'id')} = %(task)s{lock_clause}"
+    )
+    return j, sql
+
+
+def task_in_context(*, task_id: int, user: Any, lock: bool = False) -> ReviewTask | None:
+    """The task with ``round`` (with its ``project`` and ``model_version``) and ``instance``
+    loaded, ``task.loaded_review`` (the review of the task's expert, or None) and
+    ``task.loaded_draft`` (``user``'s draft data for it, or None): everything a task payload
+    reads, in one prepared query. ``lock=True`` locks the task row (inside a transaction;
+    on SQLite the transaction's write lock does it). None when there is no such task.
+    Access is the caller's business (``permissions.access_task_by_id``)."""
+    joined, sql = _task_statement(lock)
+    found = joined.fetch_one(sql, {"user": user.pk, "task": task_id})
+    if found is None:
+        return None
+    task, review_round = found["t"], found["r"]
+    review_round.project = found["p"]
+    review_round.model_version = found["mv"]
+    task.round = review_round
+    task.instance = found["i"]
+    task.loaded_review = found["rv"]
+    task.loaded_draft = found["extra"]["draft"]
+    return task

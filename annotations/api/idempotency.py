@@ -24,6 +24,14 @@ from rest_framework.utils.encoders import JSONEncoder
 from annotations.models import IdempotencyRecord
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
+OWN_TRANSACTION = "annotations.idempotent_transaction"
+
+
+def request_transaction(request: Request) -> transaction.Atomic:
+    """The request's one transaction: inside ``idempotent`` its block, joined without a
+    savepoint (the wrapper rolls back whole on any error, so a savepoint would only cost two
+    statements), else a new ``atomic`` block."""
+    return transaction.atomic(savepoint=not request.META.get(OWN_TRANSACTION, False))
 
 
 def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
@@ -36,6 +44,7 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
             return Response({"Idempotency-Key": ["At most 200 characters."]}, status=400)
         try:
             with transaction.atomic():
+                request.META[OWN_TRANSACTION] = True
                 response = view(self, request, *args, **kwargs)
                 if 200 <= response.status_code < 300:
                     IdempotencyRecord.objects.create(

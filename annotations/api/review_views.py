@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from annotations import analysis, sampling, selectors
 from annotations import permissions as access
 from annotations.api import review_serializers as rs
-from annotations.api.idempotency import idempotent
+from annotations.api.idempotency import idempotent, request_transaction
 from annotations.models import Review, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
@@ -137,10 +137,17 @@ class RoundProgress(APIView):
 def _payload(task, user, review: Review | None = None) -> dict:
     # Only the review of the expert who holds the task: never another expert's judgement.
     # A review row exists only once the expectation is in (expiry and skip delete it and
-    # reset expectation_at), so a task without one needs no query.
+    # reset expectation_at), so a task without one needs no query. A task from
+    # selectors.task_in_context brings its review and the user's draft along.
+    loaded = hasattr(task, "loaded_review")
     if review is None and (task.expectation_at is not None or task.status == TaskStatus.SUBMITTED):
-        review = Review.objects.filter(task=task, expert_id=task.expert_id).first()
-    draft = review_services.draft_for(task, user) if task.expert_id == user.pk else {}
+        if loaded:
+            review = task.loaded_review
+        else:
+            review = Review.objects.filter(task=task, expert_id=task.expert_id).first()
+    draft = {}
+    if task.expert_id == user.pk:
+        draft = (task.loaded_draft or {}) if loaded else review_services.draft_for(task, user)
     return rs.task_payload(task, draft=draft, review=review)
 
 
@@ -198,21 +205,26 @@ class TaskExpectation(APIView):
     @extend_schema(request=dict, responses={200: PAYLOAD_SCHEMA})
     @idempotent
     def post(self, request: Request, task_id: int) -> Response:
-        task = access.access_task_by_id(request.user, task_id)
-        # The service refreshes the task's lease state in place under its row lock.
-        review = review_services.expectation_submit(
-            task=task, expert=request.user, data=request.data
-        )
-        return Response(_payload(task, request.user, review=review))
+        # One transaction (the Idempotency-Key's, if any): the task is read under its row
+        # lock, so the service acts on the state checked here.
+        with request_transaction(request):
+            task = access.access_task_by_id(request.user, task_id, lock=True)
+            review = review_services.expectation_submit(
+                task=task, expert=request.user, data=request.data, locked=True
+            )
+            return Response(_payload(task, request.user, review=review))
 
 
 class TaskVerdict(APIView):
     @extend_schema(request=dict, responses={200: rs.ReviewOutput})
     @idempotent
     def post(self, request: Request, task_id: int) -> Response:
-        task = access.access_task_by_id(request.user, task_id)
-        review = review_services.verdict_submit(task=task, expert=request.user, data=request.data)
-        return Response(rs.ReviewOutput(review).data)
+        with request_transaction(request):  # as in TaskExpectation
+            task = access.access_task_by_id(request.user, task_id, lock=True)
+            review = review_services.verdict_submit(
+                task=task, expert=request.user, data=request.data, locked=True
+            )
+            return Response(rs.review_data(review))
 
 
 class TaskImage(APIView):

@@ -284,24 +284,15 @@ def _release_unsubmitted_review(task_id: int, expert_id: int) -> None:
 def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     """Lease one task to ``expert``: their own unexpired lease if they hold one, else the
     best open slot of an instance they have not had. None when nothing is left for them.
-    The returned task has ``round`` and ``instance`` loaded."""
+    The returned task comes from ``selectors.task_in_context`` (round, instance, review and
+    draft loaded)."""
     if review_round.status != RoundStatus.OPEN:
         raise Conflict("This round is closed.")
     now = timezone.now()
-    own = (
-        ReviewTask.objects.select_related("instance")
-        .filter(
-            round=review_round, expert=expert, status=TaskStatus.LEASED, lease_expires_at__gt=now
-        )
-        .order_by("leased_at")
-        .first()
-    )
-    if own is not None:
-        own.round = review_round
-        return own
-    if ReviewTask.objects.filter(
-        round=review_round, status=TaskStatus.LEASED, lease_expires_at__lte=now
-    ).exists():
+    own_id, any_expired = _lease_state(round_id=review_round.pk, expert_id=expert.pk, now=now)
+    if own_id is not None:
+        return _loaded(own_id, review_round, expert)
+    if any_expired:
         leases_expire(review_round=review_round, now=now)
     lease_until = now + timedelta(seconds=review_round.lease_seconds)
     for _ in range(CLAIM_ATTEMPTS):
@@ -309,15 +300,56 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
             round_id=review_round.pk, expert_id=expert.pk, now=now, lease_until=lease_until
         )
         if task_id is not None:
-            task = ReviewTask.objects.select_related("instance").get(pk=task_id)
-            task.round = review_round
-            return task
+            return _loaded(task_id, review_round, expert)
         # Nothing claimed: either nothing is left, or every candidate was locked by another
         # expert's claim at that instant (skipped, not waited for), or this expert claimed a
         # slot of the same instance in a parallel request. Only the first ends the search.
         if not selectors.open_slots_for_expert(review_round=review_round, expert=expert).exists():
             return None
     raise Conflict("Too many experts asked at once; ask again.")
+
+
+def _loaded(task_id: int, review_round: ReviewRound, expert: Any) -> ReviewTask:
+    task = selectors.task_in_context(task_id=task_id, user=expert)
+    if task is None:  # deleted with its round in between
+        raise Http404("No task with that id.")
+    task.round = review_round  # the caller's, access-checked copy
+    return task
+
+
+@lru_cache(maxsize=4)
+def _lease_state_sql(vendor: str) -> str:
+    """The expert's own live lease (oldest first) and whether the round has an expired one,
+    in one statement (see ``_claim_sql`` for why it is hand-written)."""
+    from django.db import connections
+
+    quote = connections["default"].ops.quote_name
+    task = ReviewTask._meta
+    col = {f.name: quote(f.column) for f in task.concrete_fields}
+    table = quote(task.db_table)
+    return (
+        f"SELECT (SELECT o.{col['id']} FROM {table} o WHERE o.{col['round']} = %(round)s "
+        f"AND o.{col['expert']} = %(expert)s AND o.{col['status']} = %(leased)s "
+        f"AND o.{col['lease_expires_at']} > %(now)s ORDER BY o.{col['leased_at']} LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {table} x WHERE x.{col['round']} = %(round)s "
+        f"AND x.{col['status']} = %(leased)s AND x.{col['lease_expires_at']} <= %(now)s)"
+    )
+
+
+def _lease_state(*, round_id: int, expert_id: int, now: datetime) -> tuple[int | None, bool]:
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _lease_state_sql(connection.vendor),
+            {
+                "round": round_id,
+                "expert": expert_id,
+                "leased": TaskStatus.LEASED.value,
+                "now": connection.ops.adapt_datetimefield_value(now),
+            },
+        )
+        own_id, any_expired = cursor.fetchone()
+    return own_id, bool(any_expired)
 
 
 @lru_cache(maxsize=4)
@@ -602,10 +634,16 @@ def _has_expectation_questions(review_round: ReviewRound) -> bool:
     return any(q in review_round.questions for q in EXPECTATION_QUESTIONS)
 
 
-def _locked_live_task(task: ReviewTask, expert: Any) -> ReviewTask:
+def _locked_live_task(task: ReviewTask, expert: Any, *, locked: bool) -> ReviewTask:
     """Lock the task row for this transaction, refresh its lease state on ``task`` (keeping
     the relations the caller loaded), and check it is the expert's and the lease lives.
-    Call inside ``transaction.atomic``."""
+    Call inside ``transaction.atomic``. ``locked``: the caller loaded ``task`` under its row
+    lock in this transaction (``access_task_by_id(..., lock=True)``), so only the checks
+    remain."""
+    if locked:
+        _own_task(task, expert)
+        _live_lease(task)
+        return task
     state = next(
         iter(
             ReviewTask.objects.select_for_update()
@@ -623,10 +661,14 @@ def _locked_live_task(task: ReviewTask, expert: Any) -> ReviewTask:
     return task
 
 
-def _review_upsert(task: ReviewTask, expert: Any, fields: dict[str, Any]) -> Review:
+def _review_upsert(
+    task: ReviewTask, expert: Any, fields: dict[str, Any], *, locked: bool
+) -> Review:
     """Create or update the task's review: two statements, safe because the caller holds
-    the task's row lock (``update_or_create`` would add a savepoint and a locking read)."""
-    review = next(iter(Review.objects.filter(task=task)), None)  # one-to-one: no ORDER BY
+    the task's row lock (``update_or_create`` would add a savepoint and a locking read).
+    A task loaded under its lock brings its review along (``task.loaded_review``)."""
+    # One-to-one: no ORDER BY.
+    review = task.loaded_review if locked else next(iter(Review.objects.filter(task=task)), None)
     if review is None:
         review = Review(
             task=task, round_id=task.round_id, instance_id=task.instance_id, expert=expert
@@ -642,11 +684,25 @@ def _review_upsert(task: ReviewTask, expert: Any, fields: dict[str, Any]) -> Rev
     return review
 
 
-@transaction.atomic
-def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
+def _transaction(locked: bool) -> Any:
+    # A caller that locked the task holds the transaction already: no savepoint in it.
+    return nullcontext() if locked else transaction.atomic()
+
+
+def expectation_submit(
+    *, task: ReviewTask, expert: Any, data: dict[str, Any], locked: bool = False
+) -> Review:
     """Phase 1. After it, the task reveals the model's prediction and saliency, so in a
-    blind-first round it is final: an expectation given after the reveal is not blind."""
-    task = _locked_live_task(task, expert)
+    blind-first round it is final: an expectation given after the reveal is not blind.
+    ``locked``: see ``_locked_live_task``."""
+    with _transaction(locked):
+        return _expectation_submit(task, expert, data, locked=locked)
+
+
+def _expectation_submit(
+    task: ReviewTask, expert: Any, data: dict[str, Any], *, locked: bool
+) -> Review:
+    task = _locked_live_task(task, expert, locked=locked)
     if task.expectation_at is not None and task.round.blind_first:
         raise Conflict(
             "Your expectation is in and the model's view was revealed; in a blind-first round "
@@ -655,17 +711,23 @@ def expectation_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -
         )
     fields = _expectation_fields(task, data)
     now = timezone.now()
-    review = _review_upsert(task, expert, {"expectation_at": now, **fields})
+    review = _review_upsert(task, expert, {"expectation_at": now, **fields}, locked=locked)
     task.expectation_at = now
     task.save(update_fields=["expectation_at"])
     return review
 
 
-@transaction.atomic
-def verdict_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review:
+def verdict_submit(
+    *, task: ReviewTask, expert: Any, data: dict[str, Any], locked: bool = False
+) -> Review:
     """Phase 2, which completes the review. With blind-first off, the expectation fields may
-    come in the same request."""
-    task = _locked_live_task(task, expert)
+    come in the same request. ``locked``: see ``_locked_live_task``."""
+    with _transaction(locked):
+        return _verdict_submit(task, expert, data, locked=locked)
+
+
+def _verdict_submit(task: ReviewTask, expert: Any, data: dict[str, Any], *, locked: bool) -> Review:
+    task = _locked_live_task(task, expert, locked=locked)
     review_round = task.round
     expectation: dict[str, Any] = {}
     if task.expectation_at is None and _has_expectation_questions(review_round):
@@ -687,15 +749,18 @@ def verdict_submit(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Re
             "client_seconds": _client_seconds(data),
             "submitted_at": now,
         },
+        locked=locked,
     )
     ReviewTask.objects.filter(pk=task.pk).update(
         status=TaskStatus.SUBMITTED,
         submitted_at=now,
         expectation_at=task.expectation_at or now,
     )
-    ReviewDraft.objects.filter(
-        round_id=task.round_id, instance_id=task.instance_id, expert=expert
-    ).delete()
+    if not locked or task.loaded_draft is not None:
+        # A task loaded under its lock says whether the expert has a draft to drop.
+        ReviewDraft.objects.filter(
+            round_id=task.round_id, instance_id=task.instance_id, expert=expert
+        ).delete()
     transaction.on_commit(lambda: round_check_complete(round_id=review_round.pk))
     return review
 

@@ -455,3 +455,23 @@ def test_an_expectation_never_reaches_the_next_expert(world, how):
     # Alice's answers are kept as her draft, not lost.
     assert ReviewDraft.objects.get(expert=world.experts[0]).data["expected_label"] == "cat"
     assert not Review.objects.exists()
+
+
+def test_review_data_is_what_the_review_serializer_gives(world):
+    """The hot path writes reviews out without building DRF's serializer; both must agree,
+    whatever state the review is in."""
+    from annotations.api.review_serializers import ReviewOutput, review_data
+
+    review_round = make_round(world, blind_first=False)
+    alice = world.client(world.experts[0])
+    task = next_task(alice, review_round).json()
+    assert submit(alice, task["id"], "expectation", EXPECTATION).status_code == 200
+    states = [Review.objects.get()]  # expectation only: verdict fields empty, times None
+    verdict = submit(alice, task["id"], "verdict", VERDICT | {"client_seconds": 12.5})
+    assert verdict.status_code == 200
+    states.append(Review.objects.get())
+    assert verdict.json() == ReviewOutput(states[-1]).data
+    for review in states:
+        assert review_data(review) == ReviewOutput(review).data
+    assert states[-1].submitted_at is not None
+    assert states[-1].severity == 3

@@ -1,0 +1,103 @@
+"""Statements of the expert's hot path, written as SQL once and run many times.
+
+Building a queryset and compiling it to SQL costs Django more CPU than the database spends
+running the statement: on the task hand-out (next task, expectation, verdict) compiling was
+about a third of the web process's CPU (cProfile, benchmarks/task_handout.py). The few
+reads on that path are therefore written here as SQL, built once per database vendor from
+the models' metadata (table and column names are never typed by hand), and their rows are
+turned back into ordinary model instances with the same converters the ORM applies, so the
+callers see no difference. Everything else uses the ORM.
+
+``Joined`` is that translation for a SELECT over several models; the statements themselves
+live next to the code that runs them (``annotations.permissions``, ``services.reviews``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections
+from django.db.models import Field, Model
+
+
+class Joined:
+    """The select list of several models under SQL aliases, and the instances back from a
+    row: ``Joined(t=ReviewTask, i=Instance)`` gives ``t."id", t."round_id", ..., i."id",
+    ...``; ``unpack(row)`` gives ``{"t": ReviewTask(...), "i": Instance(...)}``, with None for
+    a model whose primary key is NULL (an outer join that found nothing). Columns the caller
+    selects after the models' (``extra``: name -> the model field whose converters apply, or
+    None for a plain value) come back in ``unpack(...)["extra"]``.
+    """
+
+    def __init__(
+        self,
+        using: str = "default",
+        extra: dict[str, Field | None] | None = None,
+        **models: type[Model],
+    ):
+        # Connections are per thread: only the vendor's operations are kept from this one.
+        self.using = using
+        connection = connections[using]
+        self.ops = connection.ops
+        self.models = models
+        self.extra = [
+            (name, self._converters(connection, f, "x") if f is not None else [])
+            for name, f in (extra or {}).items()
+        ]
+        quote = self.ops.quote_name
+        self.parts: list[tuple[str, type[Model], list[str], list[list[tuple]]]] = []
+        columns: list[str] = []
+        for alias, model in models.items():
+            fields = model._meta.concrete_fields
+            columns += [f"{alias}.{quote(f.column)}" for f in fields]
+            self.parts.append(
+                (
+                    alias,
+                    model,
+                    [f.attname for f in fields],
+                    [self._converters(connection, f, alias) for f in fields],
+                )
+            )
+        self.columns = ", ".join(columns)
+
+    @staticmethod
+    def _converters(connection: Any, field: Any, alias: str) -> list[tuple[Callable, Any]]:
+        # What SQLCompiler.get_converters collects for a plain column: the backend's, then
+        # the field's own (JSON decoding, SQLite's datetimes, ...).
+        col = field.get_col(alias)
+        chain = [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)]
+        return [(convert, col) for convert in chain]
+
+    def table(self, alias: str) -> str:
+        return f"{self.ops.quote_name(self.models[alias]._meta.db_table)} {alias}"
+
+    def column(self, alias: str, field: str) -> str:
+        meta = self.models[alias]._meta
+        return f"{alias}.{self.ops.quote_name(meta.get_field(field).column)}"
+
+    def unpack(self, row: tuple) -> dict[str, Any]:
+        connection = connections[self.using]
+        out: dict[str, Any] = {}
+        at = 0
+        for alias, model, names, converters in self.parts:
+            values = list(row[at : at + len(names)])
+            at += len(names)
+            for n, chain in enumerate(converters):
+                for convert, col in chain:
+                    values[n] = convert(values[n], col, connection)
+            pk_at = names.index(model._meta.pk.attname)
+            out[alias] = None if values[pk_at] is None else model.from_db(self.using, names, values)
+        extra = {}
+        for (name, chain), value in zip(self.extra, row[at:], strict=True):
+            for convert, col in chain:
+                value = convert(value, col, connection)
+            extra[name] = value
+        out["extra"] = extra
+        return out
+
+    def fetch_one(self, sql: str, params: Any) -> dict[str, Any] | None:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        return None if row is None else self.unpack(row)

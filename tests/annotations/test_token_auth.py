@@ -1,0 +1,80 @@
+"""Token authentication (``annotations.api.authentication``): scripts send
+``Authorization: Token <key>``; the lookup is a prepared statement and caches nothing."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.factories import make_project, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def token_client(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def test_a_token_from_the_login_endpoint_authenticates_its_user():
+    user = make_user("alice", password="pw-alice-1")
+    make_project(owner=user, slug="mine")
+    make_project(slug="theirs")
+    got = APIClient().post("/api/auth/token/", {"username": "alice", "password": "pw-alice-1"})
+    assert got.status_code == 200
+    client = token_client(got.json()["token"])
+    listed = client.get("/api/projects/")
+    assert listed.status_code == 200
+    assert [p["slug"] for p in listed.json()["results"]] == ["mine"]
+    created = client.post("/api/projects/", {"name": "New", "slug": "new", "labels": ["a", "b"]})
+    assert created.status_code == 201, created.content
+    assert Token.objects.get(key=got.json()["token"]).user == user
+    assert user.memberships.get(project__slug="new").role == "scientist"
+
+
+def test_the_lookup_is_one_query():
+    user = make_user("alice")
+    key = Token.objects.create(user=user).key
+    client = token_client(key)
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get("/api/architectures/").status_code == 200
+    token_queries = [q["sql"] for q in ctx.captured_queries if "authtoken_token" in q["sql"]]
+    assert len(token_queries) == 1, token_queries
+
+
+@pytest.mark.parametrize(
+    ("header", "detail"),
+    [
+        ("Token not-a-key", "Invalid token."),
+        ("Token", "Invalid token header. No credentials provided."),
+        ("Token a b", "Invalid token header. Token string should not contain spaces."),
+    ],
+)
+def test_bad_tokens_are_refused_with_drfs_messages(header, detail):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/projects/")
+    assert response.status_code == 401
+    assert response.json() == {"detail": detail}
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_revocation_and_deactivation_take_effect_on_the_next_request():
+    user = make_user("alice")
+    token = Token.objects.create(user=user)
+    client = token_client(token.key)
+    assert client.get("/api/projects/").status_code == 200
+    user.is_active = False
+    user.save()
+    refused = client.get("/api/projects/")
+    assert refused.status_code == 401
+    assert refused.json() == {"detail": "User inactive or deleted."}
+    user.is_active = True
+    user.save()
+    assert client.get("/api/projects/").status_code == 200
+    token.delete()
+    gone = client.get("/api/projects/")
+    assert gone.status_code == 401
+    assert gone.json() == {"detail": "Invalid token."}

@@ -29,7 +29,7 @@ from annotations.models import (
     ReviewTask,
     Role,
 )
-from annotations.prepared import Joined
+from annotations.prepared import Joined, Statement
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -158,7 +158,7 @@ def access_round_by_id(
 
 
 @cache
-def _expert_round_statement(using: str = "default") -> tuple[Joined, str]:
+def _expert_round_statement(using: str = "default") -> tuple[Joined, Statement]:
     """``access_expert_round_by_id``'s one query (see ``annotations.prepared``)."""
     j = Joined(
         using,
@@ -184,7 +184,7 @@ def _expert_round_statement(using: str = "default") -> tuple[Joined, str]:
         f"JOIN {j.table('mv')} ON {j.column('mv', 'id')} = {j.column('r', 'model_version')} "
         f"WHERE {j.column('r', 'id')} = %(round)s"
     )
-    return j, sql
+    return j, Statement(sql)
 
 
 def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
@@ -193,8 +193,8 @@ def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
     round's experts gets 403, anyone else 404."""
     if not user.is_authenticated:
         raise Http404("No review round with that id.")
-    joined, sql = _expert_round_statement()
-    found = joined.fetch_one(sql, {"user": user.pk, "round": round_id})
+    joined, statement = _expert_round_statement()
+    found = joined.fetch_one(statement, {"user": user.pk, "round": round_id})
     if found is not None:
         extra = found["extra"]
         if extra["is_expert"] and (extra["is_member"] or user.is_superuser):

@@ -8,12 +8,22 @@ the models' metadata (table and column names are never typed by hand), and their
 turned back into ordinary model instances with the same converters the ORM applies, so the
 callers see no difference. Everything else uses the ORM.
 
-``Joined`` is that translation for a SELECT over several models; the statements themselves
-live next to the code that runs them (``annotations.permissions``, ``services.reviews``).
+``Joined`` is that translation for a SELECT over several models; ``Statement`` runs such SQL
+as a server-side prepared statement on PostgreSQL, so it is parsed and planned once per
+connection instead of on every request (planning the task-in-context join took PostgreSQL
+0.6 ms, running it 0.1 ms). The statements themselves live next to the code that runs them
+(``annotations.permissions``, ``annotations.selectors``, ``services.reviews``).
+
+A note for deployments: named prepared statements live in a database session, so behind a
+connection pooler in transaction mode (PgBouncer before 1.21) they need its prepared
+statement support (``max_prepared_statements``) or session mode.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -96,8 +106,46 @@ class Joined:
         out["extra"] = extra
         return out
 
-    def fetch_one(self, sql: str, params: Any) -> dict[str, Any] | None:
+    def fetch_one(self, statement: Statement, params: dict[str, Any]) -> dict[str, Any] | None:
         with connections[self.using].cursor() as cursor:
-            cursor.execute(sql, params)
+            statement.execute(cursor, params)
             row = cursor.fetchone()
         return None if row is None else self.unpack(row)
+
+
+_names = itertools.count()
+_PARAM = re.compile(r"%\((\w+)\)s")
+# Which statements each PostgreSQL session has prepared, by driver connection (a reconnect
+# starts with none). Prepared statements outlive a rolled-back transaction.
+_prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+class Statement:
+    """SQL with ``%(name)s`` parameters, run many times. On PostgreSQL it is prepared once per
+    connection (``PREPARE fs_N AS ...`` with ``$1, $2 ...``) and then run with ``EXECUTE``;
+    on other databases it runs as it is."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        self.name = f"fs_{next(_names)}"
+        self.params = list(dict.fromkeys(_PARAM.findall(sql)))
+        position = {name: n + 1 for n, name in enumerate(self.params)}
+        self.prepare_sql = f"PREPARE {self.name} AS " + _PARAM.sub(
+            lambda m: f"${position[m[1]]}", sql
+        )
+        placeholders = ", ".join(["%s"] * len(self.params))
+        self.execute_sql = (
+            f"EXECUTE {self.name}({placeholders})" if self.params else (f"EXECUTE {self.name}")
+        )
+
+    def execute(self, cursor: Any, params: dict[str, Any]) -> None:
+        """Run on a Django cursor (``connection.cursor()``)."""
+        connection = cursor.db
+        if connection.vendor != "postgresql":
+            cursor.execute(self.sql, params)
+            return
+        done = _prepared.setdefault(connection.connection, set())
+        if self.name not in done:
+            cursor.execute(self.prepare_sql)
+            done.add(self.name)
+        cursor.execute(self.execute_sql, [params[name] for name in self.params])

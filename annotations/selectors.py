@@ -21,7 +21,7 @@ from annotations.models import (
     ReviewRound,
     ReviewTask,
 )
-from annotations.prepared import Joined
+from annotations.prepared import Joined, Statement
 
 
 def dataset_list(*, project: Project) -> QuerySet[Dataset]:
@@ -351,7 +351,7 @@ def expert_inbox(*, user) -> list[dict]:
 
 
 @cache
-def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, str]:
+def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Statement]:
     """``task_in_context``'s one query: the task with its round, project, model version
     and instance, the review of the task's expert and the asking user's draft (outer joins
     on unique keys), and with ``lock`` the task row locked for the transaction."""
@@ -386,7 +386,7 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, str]:
         f"AND {d['instance']} = {j.column('t', 'instance')} AND {d['expert']} = %(user)s "
         f"WHERE {j.column('t', 'id')} = %(task)s{lock_clause}"
     )
-    return j, sql
+    return j, Statement(sql)
 
 
 def task_in_context(*, task_id: int, user: Any, lock: bool = False) -> ReviewTask | None:
@@ -396,8 +396,8 @@ def task_in_context(*, task_id: int, user: Any, lock: bool = False) -> ReviewTas
     reads, in one prepared query. ``lock=True`` locks the task row (inside a transaction;
     on SQLite the transaction's write lock does it). None when there is no such task.
     Access is the caller's business (``permissions.access_task_by_id``)."""
-    joined, sql = _task_statement(lock)
-    found = joined.fetch_one(sql, {"user": user.pk, "task": task_id})
+    joined, statement = _task_statement(lock)
+    found = joined.fetch_one(statement, {"user": user.pk, "task": task_id})
     if found is None:
         return None
     task, review_round = found["t"], found["r"]

@@ -827,7 +827,12 @@ def profile_cycle(round_id: int, token: str) -> dict:
 
     client = Client(SERVER_NAME="127.0.0.1", HTTP_AUTHORIZATION=f"Token {token}")
     report: dict = {}
+    from annotations.services import reviews
+
     claim_sql = None
+    # The claim runs as a prepared statement on PostgreSQL (annotations.prepared): its
+    # captured SQL is "EXECUTE fs_N(...)", which EXPLAIN takes as it is.
+    claim = reviews._claim_sql(connection.vendor, True)
 
     def call(name: str, path: str, payload: dict | None = None, key: str | None = None):
         extra = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
@@ -866,7 +871,7 @@ def profile_cycle(round_id: int, token: str) -> dict:
     for _ in range(2):
         resp, queries = call("next", f"/api/rounds/{round_id}/tasks/next")
         for q in queries:
-            if "SKIP LOCKED" in q["sql"]:
+            if q["sql"].startswith(claim.execute_sql.split("(")[0] + "("):
                 claim_sql = q["sql"]
         if resp.status_code != 200:
             break

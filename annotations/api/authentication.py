@@ -18,26 +18,26 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
-from annotations.prepared import Joined
+from annotations.prepared import Joined, Statement
 
 
 @cache
-def _token_statement(using: str = "default") -> tuple[Joined, str]:
+def _token_statement(using: str = "default") -> tuple[Joined, Statement]:
     j = Joined(using, tk=Token, u=get_user_model())
     sql = (
         f"SELECT {j.columns} FROM {j.table('tk')} "
         f"JOIN {j.table('u')} ON {j.column('u', 'id')} = {j.column('tk', 'user')} "
         f"WHERE {j.column('tk', 'key')} = %(key)s"
     )
-    return j, sql
+    return j, Statement(sql)
 
 
 class PreparedTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>``, as DRF's, looked up in one prepared query."""
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
-        joined, sql = _token_statement()
-        found = joined.fetch_one(sql, {"key": key})
+        joined, statement = _token_statement()
+        found = joined.fetch_one(statement, {"key": key})
         if found is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
         token, user = found["tk"], found["u"]

@@ -43,6 +43,7 @@ from annotations.models import (
     TaskSkip,
     TaskStatus,
 )
+from annotations.prepared import Statement
 from annotations.services._errors import field_error
 from explain_worker import methods
 
@@ -318,7 +319,7 @@ def _loaded(task_id: int, review_round: ReviewRound, expert: Any) -> ReviewTask:
 
 
 @lru_cache(maxsize=4)
-def _lease_state_sql(vendor: str) -> str:
+def _lease_state_sql(vendor: str) -> Statement:
     """The expert's own live lease (oldest first) and whether the round has an expired one,
     in one statement (see ``_claim_sql`` for why it is hand-written)."""
     from django.db import connections
@@ -327,7 +328,7 @@ def _lease_state_sql(vendor: str) -> str:
     task = ReviewTask._meta
     col = {f.name: quote(f.column) for f in task.concrete_fields}
     table = quote(task.db_table)
-    return (
+    return Statement(
         f"SELECT (SELECT o.{col['id']} FROM {table} o WHERE o.{col['round']} = %(round)s "
         f"AND o.{col['expert']} = %(expert)s AND o.{col['status']} = %(leased)s "
         f"AND o.{col['lease_expires_at']} > %(now)s ORDER BY o.{col['leased_at']} LIMIT 1), "
@@ -339,8 +340,8 @@ def _lease_state_sql(vendor: str) -> str:
 def _lease_state(*, round_id: int, expert_id: int, now: datetime) -> tuple[int | None, bool]:
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
-        cursor.execute(
-            _lease_state_sql(connection.vendor),
+        _lease_state_sql(connection.vendor).execute(
+            cursor,
             {
                 "round": round_id,
                 "expert": expert_id,
@@ -353,7 +354,7 @@ def _lease_state(*, round_id: int, expert_id: int, now: datetime) -> tuple[int |
 
 
 @lru_cache(maxsize=4)
-def _claim_sql(vendor: str, skip_locked: bool) -> str:
+def _claim_sql(vendor: str, skip_locked: bool) -> Statement:
     """The claim statement: ``selectors.open_slots_for_expert`` in hand-written SQL (keep
     the two in step), best slot first. Built once: compiling the equivalent querysets cost
     more CPU than running the statement (next-task is the hot path)."""
@@ -366,7 +367,7 @@ def _claim_sql(vendor: str, skip_locked: bool) -> str:
     skip_col = {f.name: quote(f.column) for f in skip.concrete_fields}
     table, skips = quote(task.db_table), quote(skip.db_table)
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
-    return (
+    return Statement(
         f"UPDATE {table} SET {col['status']} = %(leased)s, {col['expert']} = %(expert)s, "
         f"{col['leased_at']} = %(now)s, {col['lease_expires_at']} = %(until)s "
         f"WHERE {col['id']} = ("
@@ -391,7 +392,7 @@ def _claim(*, round_id: int, expert_id: int, now: datetime, lease_until: datetim
     Returns the claimed task's id, or None when nothing was claimed (see ``task_next``)."""
     connection = transaction.get_connection()
     ops = connection.ops
-    sql = _claim_sql(connection.vendor, connection.features.has_select_for_update_skip_locked)
+    statement = _claim_sql(connection.vendor, connection.features.has_select_for_update_skip_locked)
     params = {
         "leased": TaskStatus.LEASED.value,
         "open": TaskStatus.OPEN.value,
@@ -405,7 +406,7 @@ def _claim(*, round_id: int, expert_id: int, now: datetime, lease_until: datetim
         # transaction (tests, callers): a savepoint, so a unique-key clash does not poison it.
         guard = nullcontext() if connection.get_autocommit() else transaction.atomic()
         with guard, connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            statement.execute(cursor, params)
             row = cursor.fetchone()
     except IntegrityError:
         # The same expert claimed a slot of this instance in a parallel request.

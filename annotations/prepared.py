@@ -35,7 +35,8 @@ class Joined:
     """The select list of several models under SQL aliases, and the instances back from a
     row: ``Joined(t=ReviewTask, i=Instance)`` gives ``t."id", t."round_id", ..., i."id",
     ...``; ``unpack(row)`` gives ``{"t": ReviewTask(...), "i": Instance(...)}``, with None for
-    a model whose primary key is NULL (an outer join that found nothing). Columns the caller
+    a model whose primary key is NULL (an outer join that found nothing). ``alias=(Model,
+    ("field", ...))`` loads only those fields (the rest are deferred). Columns the caller
     selects after the models' (``extra``: name -> the model field whose converters apply, or
     None for a plain value) come back in ``unpack(...)["extra"]``.
     """
@@ -44,13 +45,13 @@ class Joined:
         self,
         using: str = "default",
         extra: dict[str, Field | None] | None = None,
-        **models: type[Model],
+        **models: type[Model] | tuple[type[Model], tuple[str, ...]],
     ):
         # Connections are per thread: only the vendor's operations are kept from this one.
         self.using = using
         connection = connections[using]
         self.ops = connection.ops
-        self.models = models
+        self.models: dict[str, type[Model]] = {}
         self.extra = [
             (name, self._converters(connection, f, "x") if f is not None else [])
             for name, f in (extra or {}).items()
@@ -58,8 +59,15 @@ class Joined:
         quote = self.ops.quote_name
         self.parts: list[tuple[str, type[Model], list[str], list[list[tuple]]]] = []
         columns: list[str] = []
-        for alias, model in models.items():
-            fields = model._meta.concrete_fields
+        for alias, spec in list(models.items()):
+            # A model, or (model, field names) to load only those (and the primary key).
+            model, only = spec if isinstance(spec, tuple) else (spec, None)
+            self.models[alias] = model
+            fields = [
+                f
+                for f in model._meta.concrete_fields
+                if only is None or f.primary_key or f.name in only
+            ]
             columns += [f"{alias}.{quote(f.column)}" for f in fields]
             self.parts.append(
                 (
@@ -141,7 +149,9 @@ class Statement:
     def execute(self, cursor: Any, params: dict[str, Any]) -> None:
         """Run on a Django cursor (``connection.cursor()``)."""
         connection = cursor.db
-        if connection.vendor != "postgresql":
+        import os
+
+        if connection.vendor != "postgresql" or os.environ.get("NO_PREPARE"):
             cursor.execute(self.sql, params)
             return
         done = _prepared.setdefault(connection.connection, set())
@@ -149,3 +159,25 @@ class Statement:
             cursor.execute(self.prepare_sql)
             done.add(self.name)
         cursor.execute(self.execute_sql, [params[name] for name in self.params])
+
+
+class Insert:
+    """``INSERT`` of one row of ``model`` into the given fields, as a ``Statement``; values
+    are prepared as ``Model.save`` prepares them (``get_db_prep_save``). For rows the hot path
+    writes and never reads back as objects."""
+
+    def __init__(self, model: type[Model], fields: tuple[str, ...], using: str = "default"):
+        self.using = using
+        self.fields = [model._meta.get_field(name) for name in fields]
+        quote = connections[using].ops.quote_name
+        columns = ", ".join(quote(f.column) for f in self.fields)
+        values = ", ".join(f"%({f.attname})s" for f in self.fields)
+        self.statement = Statement(
+            f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({values})"
+        )
+
+    def run(self, **values: Any) -> None:
+        connection = connections[self.using]
+        params = {f.attname: f.get_db_prep_save(values[f.attname], connection) for f in self.fields}
+        with connection.cursor() as cursor:
+            self.statement.execute(cursor, params)

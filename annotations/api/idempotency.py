@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import wraps
+from functools import cache, wraps
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
 from annotations.models import IdempotencyRecord
+from annotations.prepared import Insert
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 OWN_TRANSACTION = "annotations.idempotent_transaction"
@@ -47,13 +49,14 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
                 request.META[OWN_TRANSACTION] = True
                 response = view(self, request, *args, **kwargs)
                 if 200 <= response.status_code < 300:
-                    IdempotencyRecord.objects.create(
-                        user=request.user,
+                    _record_insert().run(
+                        user_id=request.user.pk,
                         key=key,
                         method=request.method,
                         path=request.path,
                         status_code=response.status_code,
                         body=_jsonable(response.data),
+                        created_at=timezone.now(),
                     )
         except Exception:
             # The key was used before (unique-key clash), or this is a retry failing against
@@ -67,6 +70,14 @@ def idempotent(view: Callable[..., Response]) -> Callable[..., Response]:
         return response
 
     return wrapper
+
+
+@cache
+def _record_insert() -> Insert:
+    # Every submit with a key writes one: a prepared statement (annotations.prepared).
+    return Insert(
+        IdempotencyRecord, ("user", "key", "method", "path", "status_code", "body", "created_at")
+    )
 
 
 def _jsonable(data: Any) -> Any:

@@ -4,12 +4,14 @@ the model's view of an instance is only included once the expert has given their
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from django.urls import reverse
 from rest_framework import serializers
 
 from annotations.models import Explanation, Prediction, Question, Review, ReviewRound, ReviewTask
+from annotations.prepared import Joined, Statement
 from annotations.services import explanations
 from explain_worker import rendering
 
@@ -126,10 +128,26 @@ def review_data(review: Review) -> dict[str, Any]:
     return data
 
 
+@cache
+def _prediction_statement(using: str = "default") -> tuple[Joined, Statement]:
+    j = Joined(using, pr=(Prediction, ("label", "confidence", "probabilities")))
+    sql = (
+        f"SELECT {j.columns} FROM {j.table('pr')} "
+        f"WHERE {j.column('pr', 'instance')} = %(instance)s "
+        f"AND {j.column('pr', 'model_version')} = %(model_version)s"
+    )
+    return j, Statement(sql)
+
+
 def prediction_summary(task: ReviewTask) -> dict[str, Any] | None:
-    prediction = Prediction.objects.filter(
-        instance_id=task.instance_id, model_version_id=task.round.model_version_id
-    ).first()
+    """The model's prediction for the task's instance: label, confidence and top classes
+    (one prepared query, without the embedding)."""
+    joined, statement = _prediction_statement()
+    found = joined.fetch_one(
+        statement,
+        {"instance": task.instance_id, "model_version": task.round.model_version_id},
+    )
+    prediction = found["pr"] if found else None
     if prediction is None:
         return None
     labels = task.round.model_version.label_order

@@ -813,15 +813,35 @@ def review_edit(*, review: Review, expert: Any, data: dict[str, Any]) -> Review:
 # --- Completion, progress, digests ------------------------------------------------------
 
 
-def round_check_complete(*, round_id: int) -> bool:
-    """Tell the round's scientist once when every slot is submitted."""
-    done = (
-        not ReviewTask.objects.filter(round_id=round_id)
-        .exclude(status=TaskStatus.SUBMITTED)
-        .exists()
+@lru_cache(maxsize=4)
+def _slots_left_sql(vendor: str) -> Statement:
+    from django.db import connections
+
+    quote = connections["default"].ops.quote_name
+    task = ReviewTask._meta
+    col = {f.name: quote(f.column) for f in task.concrete_fields}
+    return Statement(
+        f"SELECT EXISTS (SELECT 1 FROM {quote(task.db_table)} t WHERE t.{col['round']} = "
+        f"%(round)s AND t.{col['status']} IN (%(open)s, %(leased)s))"
     )
-    if not done:
-        return False
+
+
+def round_check_complete(*, round_id: int) -> bool:
+    """Tell the round's scientist once when every slot is submitted. Runs after every
+    verdict: one prepared statement, an index range scan that stops at the first slot still
+    open or leased."""
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        _slots_left_sql(connection.vendor).execute(
+            cursor,
+            {
+                "round": round_id,
+                "open": TaskStatus.OPEN.value,
+                "leased": TaskStatus.LEASED.value,
+            },
+        )
+        if cursor.fetchone()[0]:
+            return False
     claimed = ReviewRound.objects.filter(pk=round_id, completed_notified_at__isnull=True).update(
         completed_notified_at=timezone.now()
     )

@@ -149,9 +149,7 @@ class Statement:
     def execute(self, cursor: Any, params: dict[str, Any]) -> None:
         """Run on a Django cursor (``connection.cursor()``)."""
         connection = cursor.db
-        import os
-
-        if connection.vendor != "postgresql" or os.environ.get("NO_PREPARE"):
+        if connection.vendor != "postgresql":
             cursor.execute(self.sql, params)
             return
         done = _prepared.setdefault(connection.connection, set())

@@ -14,6 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from annotations import selectors
 from annotations.models import (
@@ -159,10 +160,11 @@ def access_round_by_id(
 
 @cache
 def _expert_round_statement(using: str = "default") -> tuple[Joined, Statement]:
-    """``access_expert_round_by_id``'s one query (see ``annotations.prepared``)."""
+    """``access_expert_round_by_id``'s one query (see ``annotations.prepared``), with the
+    expert's ``selectors.LeaseState`` in the round."""
     j = Joined(
         using,
-        extra={"is_expert": None, "is_member": None},
+        extra={"is_expert": None, "is_member": None, "own_task_id": None, "any_expired": None},
         r=ReviewRound,
         p=Project,
         mv=ModelVersion,
@@ -178,7 +180,8 @@ def _expert_round_statement(using: str = "default") -> tuple[Joined, Statement]:
         f"EXISTS (SELECT 1 FROM {quote(experts.db_table)} e "
         f"WHERE e.{e_round} = {j.column('r', 'id')} AND e.{e_user} = %(user)s), "
         f"EXISTS (SELECT 1 FROM {quote(Membership._meta.db_table)} m "
-        f"WHERE m.{m_project} = {j.column('r', 'project')} AND m.{m_user} = %(user)s) "
+        f"WHERE m.{m_project} = {j.column('r', 'project')} AND m.{m_user} = %(user)s), "
+        f"{selectors.lease_state_columns(j.column('r', 'id'))} "
         f"FROM {j.table('r')} "
         f"JOIN {j.table('p')} ON {j.column('p', 'id')} = {j.column('r', 'project')} "
         f"JOIN {j.table('mv')} ON {j.column('mv', 'id')} = {j.column('r', 'model_version')} "
@@ -189,18 +192,25 @@ def _expert_round_statement(using: str = "default") -> tuple[Joined, Statement]:
 
 def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
     """A round the user reviews in, with its project and model version, checked in one
-    prepared query: this is the next-task hot path. A project member who is not one of the
-    round's experts gets 403, anyone else 404."""
+    prepared query: this is the next-task hot path, so the same query also reads the
+    user's ``selectors.LeaseState`` in the round (set as ``review_round.lease_state`` for
+    ``services.reviews.task_next``). A project member who is not one of the round's
+    experts gets 403, anyone else 404."""
     if not user.is_authenticated:
         raise Http404("No review round with that id.")
     joined, statement = _expert_round_statement()
-    found = joined.fetch_one(statement, {"user": user.pk, "round": round_id})
+    now = timezone.now()
+    params = {"round": round_id, **selectors.lease_state_params(expert_id=user.pk, now=now)}
+    found = joined.fetch_one(statement, params)
     if found is not None:
         extra = found["extra"]
         if extra["is_expert"] and (extra["is_member"] or user.is_superuser):
             review_round = found["r"]
             review_round.project = found["p"]
             review_round.model_version = found["mv"]
+            review_round.lease_state = selectors.LeaseState(
+                user.pk, extra["own_task_id"], bool(extra["any_expired"]), now
+            )
             return review_round
     # The slow path only decides between 404 and 403.
     access_round_by_id(user, round_id)

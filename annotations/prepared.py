@@ -179,3 +179,11 @@ class Insert:
         params = {f.attname: f.get_db_prep_save(values[f.attname], connection) for f in self.fields}
         with connection.cursor() as cursor:
             self.statement.execute(cursor, params)
+
+
+def names(model: type[Model], using: str = "default") -> tuple[str, dict[str, str]]:
+    """The quoted table name of ``model`` and its quoted column names by field name, for
+    hand-written SQL."""
+    quote = connections[using].ops.quote_name
+    meta = model._meta
+    return quote(meta.db_table), {f.name: quote(f.column) for f in meta.concrete_fields}

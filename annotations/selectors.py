@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -11,6 +13,7 @@ from django.db.models import Count, QuerySet
 
 from annotations.models import (
     Dataset,
+    Explanation,
     Instance,
     Job,
     ModelVersion,
@@ -20,8 +23,9 @@ from annotations.models import (
     ReviewDraft,
     ReviewRound,
     ReviewTask,
+    TaskStatus,
 )
-from annotations.prepared import Joined, Statement
+from annotations.prepared import Joined, Statement, names
 
 
 def dataset_list(*, project: Project) -> QuerySet[Dataset]:
@@ -350,11 +354,60 @@ def expert_inbox(*, user) -> list[dict]:
 # --- The expert's hot path ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LeaseState:
+    """An expert's standing in a round at ``now``: their oldest live lease, and whether any
+    lease of the round has expired (``services.reviews.task_next`` returns the first, and
+    sweeps the second before claiming)."""
+
+    expert_id: int
+    own_task_id: int | None
+    any_expired: bool
+    now: datetime
+
+
+def lease_state_columns(round_id_sql: str) -> str:
+    """The two ``LeaseState`` columns as SQL, for the round ``round_id_sql`` (a column or a
+    parameter), with the parameters ``%(user)s``, ``%(leased)s`` and ``%(now)s``."""
+    table, col = names(ReviewTask)
+    return (
+        f"(SELECT o.{col['id']} FROM {table} o WHERE o.{col['round']} = {round_id_sql} "
+        f"AND o.{col['expert']} = %(user)s AND o.{col['status']} = %(leased)s "
+        f"AND o.{col['lease_expires_at']} > %(now)s ORDER BY o.{col['leased_at']} LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {table} x WHERE x.{col['round']} = {round_id_sql} "
+        f"AND x.{col['status']} = %(leased)s AND x.{col['lease_expires_at']} <= %(now)s)"
+    )
+
+
+def lease_state_params(*, expert_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "user": expert_id,
+        "leased": TaskStatus.LEASED.value,
+        "now": connections["default"].ops.adapt_datetimefield_value(now),
+    }
+
+
+@cache
+def _lease_state_statement() -> Statement:
+    return Statement(f"SELECT {lease_state_columns('%(round)s')}")
+
+
+def lease_state(*, round_id: int, expert_id: int, now: datetime) -> LeaseState:
+    """``LeaseState`` in one prepared statement."""
+    with connections["default"].cursor() as cursor:
+        _lease_state_statement().execute(
+            cursor, {"round": round_id, **lease_state_params(expert_id=expert_id, now=now)}
+        )
+        own_id, any_expired = cursor.fetchone()
+    return LeaseState(expert_id, own_id, bool(any_expired), now)
+
+
 @cache
 def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Statement]:
     """``task_in_context``'s one query: the task with its round, project, model version
-    and instance, the review of the task's expert and the asking user's draft (outer joins
-    on unique keys), and with ``lock`` the task row locked for the transaction."""
+    and instance, the review of the task's expert, the asking user's draft, the round's
+    model's prediction and its saliency map for the predicted class (outer joins on unique
+    keys), and with ``lock`` the task row locked for the transaction."""
     draft = ReviewDraft._meta
     j = Joined(
         using,
@@ -365,6 +418,8 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         mv=ModelVersion,
         i=Instance,
         rv=Review,
+        pr=(Prediction, ("label", "confidence", "probabilities")),  # not the embedding
+        ex=Explanation,
     )
     quote = j.ops.quote_name
     d = {
@@ -384,6 +439,12 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         f"AND {j.column('rv', 'expert')} = {j.column('t', 'expert')} "
         f"LEFT JOIN {quote(draft.db_table)} d ON {d['round']} = {j.column('t', 'round')} "
         f"AND {d['instance']} = {j.column('t', 'instance')} AND {d['expert']} = %(user)s "
+        f"LEFT JOIN {j.table('pr')} ON {j.column('pr', 'instance')} = {j.column('t', 'instance')} "
+        f"AND {j.column('pr', 'model_version')} = {j.column('r', 'model_version')} "
+        f"LEFT JOIN {j.table('ex')} ON {j.column('ex', 'instance')} = {j.column('t', 'instance')} "
+        f"AND {j.column('ex', 'model_version')} = {j.column('r', 'model_version')} "
+        f"AND {j.column('ex', 'method')} = {j.column('r', 'explanation_method')} "
+        f"AND {j.column('ex', 'target')} = {j.column('pr', 'label')} "
         f"WHERE {j.column('t', 'id')} = %(task)s{lock_clause}"
     )
     return j, Statement(sql)
@@ -391,11 +452,16 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
 
 def task_in_context(*, task_id: int, user: Any, lock: bool = False) -> ReviewTask | None:
     """The task with ``round`` (with its ``project`` and ``model_version``) and ``instance``
-    loaded, ``task.loaded_review`` (the review of the task's expert, or None) and
-    ``task.loaded_draft`` (``user``'s draft data for it, or None): everything a task payload
-    reads, in one prepared query. ``lock=True`` locks the task row (inside a transaction;
-    on SQLite the transaction's write lock does it). None when there is no such task.
-    Access is the caller's business (``permissions.access_task_by_id``)."""
+    loaded, and set on it: ``loaded_review`` (the review of the task's expert),
+    ``loaded_draft`` (``user``'s draft data), ``loaded_prediction`` (the round's model's
+    prediction: label, confidence, probabilities) and ``loaded_saliency`` (the round's
+    explanation method's map for the predicted class), each None when there is none:
+    everything a task payload reads, in one prepared query. Loading the prediction shows
+    it to nobody: the payload decides what the expert sees (blind-first).
+
+    ``lock=True`` locks the task row (inside a transaction; on SQLite the transaction's
+    write lock does it). None when there is no such task. Access is the caller's business
+    (``permissions.access_task_by_id``)."""
     joined, statement = _task_statement(lock)
     found = joined.fetch_one(statement, {"user": user.pk, "task": task_id})
     if found is None:
@@ -407,4 +473,6 @@ def task_in_context(*, task_id: int, user: Any, lock: bool = False) -> ReviewTas
     task.instance = found["i"]
     task.loaded_review = found["rv"]
     task.loaded_draft = found["extra"]["draft"]
+    task.loaded_prediction = found["pr"]
+    task.loaded_saliency = found["ex"]
     return task

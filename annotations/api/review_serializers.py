@@ -4,14 +4,12 @@ the model's view of an instance is only included once the expert has given their
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from django.urls import reverse
 from rest_framework import serializers
 
 from annotations.models import Explanation, Prediction, Question, Review, ReviewRound, ReviewTask
-from annotations.prepared import Joined, Statement
 from annotations.services import explanations
 from explain_worker import rendering
 
@@ -128,26 +126,19 @@ def review_data(review: Review) -> dict[str, Any]:
     return data
 
 
-@cache
-def _prediction_statement(using: str = "default") -> tuple[Joined, Statement]:
-    j = Joined(using, pr=(Prediction, ("label", "confidence", "probabilities")))
-    sql = (
-        f"SELECT {j.columns} FROM {j.table('pr')} "
-        f"WHERE {j.column('pr', 'instance')} = %(instance)s "
-        f"AND {j.column('pr', 'model_version')} = %(model_version)s"
-    )
-    return j, Statement(sql)
-
-
 def prediction_summary(task: ReviewTask) -> dict[str, Any] | None:
-    """The model's prediction for the task's instance: label, confidence and top classes
-    (one prepared query, without the embedding)."""
-    joined, statement = _prediction_statement()
-    found = joined.fetch_one(
-        statement,
-        {"instance": task.instance_id, "model_version": task.round.model_version_id},
-    )
-    prediction = found["pr"] if found else None
+    """The model's prediction for the task's instance: label, confidence and top classes.
+    A task from ``selectors.task_in_context`` brings it along."""
+    if hasattr(task, "loaded_prediction"):
+        prediction = task.loaded_prediction
+    else:
+        prediction = (
+            Prediction.objects.filter(
+                instance_id=task.instance_id, model_version_id=task.round.model_version_id
+            )
+            .only("label", "confidence", "probabilities")
+            .first()
+        )
     if prediction is None:
         return None
     labels = task.round.model_version.label_order
@@ -164,6 +155,9 @@ def saliency_explanation(task: ReviewTask, predicted: str | None) -> Explanation
     method = task.round.explanation_method
     if not method or predicted is None:
         return None
+    loaded = getattr(task, "loaded_prediction", None)
+    if loaded is not None and loaded.label == predicted:  # from selectors.task_in_context
+        return task.loaded_saliency
     return (
         Explanation.objects.filter(
             instance_id=task.instance_id,

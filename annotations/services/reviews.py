@@ -25,7 +25,7 @@ from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
 
-from annotations import sampling, selectors
+from annotations import prepared, sampling, selectors
 from annotations.models import (
     EXPECTATION_QUESTIONS,
     ErrorReason,
@@ -289,8 +289,15 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     draft loaded)."""
     if review_round.status != RoundStatus.OPEN:
         raise Conflict("This round is closed.")
-    now = timezone.now()
-    own_id, any_expired = _lease_state(round_id=review_round.pk, expert_id=expert.pk, now=now)
+    # access_expert_round_by_id reads the lease state with the round (one query fewer on
+    # the hot path); read once, so a reused round object never acts on a stale one.
+    state = review_round.__dict__.pop("lease_state", None)
+    if state is not None and state.expert_id == expert.pk:
+        own_id, any_expired, now = state.own_task_id, state.any_expired, state.now
+    else:
+        now = timezone.now()
+        state = selectors.lease_state(round_id=review_round.pk, expert_id=expert.pk, now=now)
+        own_id, any_expired = state.own_task_id, state.any_expired
     if own_id is not None:
         return _loaded(own_id, review_round, expert)
     if any_expired:
@@ -319,53 +326,12 @@ def _loaded(task_id: int, review_round: ReviewRound, expert: Any) -> ReviewTask:
 
 
 @lru_cache(maxsize=4)
-def _lease_state_sql(vendor: str) -> Statement:
-    """The expert's own live lease (oldest first) and whether the round has an expired one,
-    in one statement (see ``_claim_sql`` for why it is hand-written)."""
-    from django.db import connections
-
-    quote = connections["default"].ops.quote_name
-    task = ReviewTask._meta
-    col = {f.name: quote(f.column) for f in task.concrete_fields}
-    table = quote(task.db_table)
-    return Statement(
-        f"SELECT (SELECT o.{col['id']} FROM {table} o WHERE o.{col['round']} = %(round)s "
-        f"AND o.{col['expert']} = %(expert)s AND o.{col['status']} = %(leased)s "
-        f"AND o.{col['lease_expires_at']} > %(now)s ORDER BY o.{col['leased_at']} LIMIT 1), "
-        f"EXISTS (SELECT 1 FROM {table} x WHERE x.{col['round']} = %(round)s "
-        f"AND x.{col['status']} = %(leased)s AND x.{col['lease_expires_at']} <= %(now)s)"
-    )
-
-
-def _lease_state(*, round_id: int, expert_id: int, now: datetime) -> tuple[int | None, bool]:
-    connection = transaction.get_connection()
-    with connection.cursor() as cursor:
-        _lease_state_sql(connection.vendor).execute(
-            cursor,
-            {
-                "round": round_id,
-                "expert": expert_id,
-                "leased": TaskStatus.LEASED.value,
-                "now": connection.ops.adapt_datetimefield_value(now),
-            },
-        )
-        own_id, any_expired = cursor.fetchone()
-    return own_id, bool(any_expired)
-
-
-@lru_cache(maxsize=4)
 def _claim_sql(vendor: str, skip_locked: bool) -> Statement:
     """The claim statement: ``selectors.open_slots_for_expert`` in hand-written SQL (keep
     the two in step), best slot first. Built once: compiling the equivalent querysets cost
     more CPU than running the statement (next-task is the hot path)."""
-    from django.db import connections
-
-    quote = connections["default"].ops.quote_name
-    task = ReviewTask._meta
-    col = {f.name: quote(f.column) for f in task.concrete_fields}
-    skip = TaskSkip._meta
-    skip_col = {f.name: quote(f.column) for f in skip.concrete_fields}
-    table, skips = quote(task.db_table), quote(skip.db_table)
+    table, col = prepared.names(ReviewTask)
+    skips, skip_col = prepared.names(TaskSkip)
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
     return Statement(
         f"UPDATE {table} SET {col['status']} = %(leased)s, {col['expert']} = %(expert)s, "
@@ -815,13 +781,9 @@ def review_edit(*, review: Review, expert: Any, data: dict[str, Any]) -> Review:
 
 @lru_cache(maxsize=4)
 def _slots_left_sql(vendor: str) -> Statement:
-    from django.db import connections
-
-    quote = connections["default"].ops.quote_name
-    task = ReviewTask._meta
-    col = {f.name: quote(f.column) for f in task.concrete_fields}
+    table, col = prepared.names(ReviewTask)
     return Statement(
-        f"SELECT EXISTS (SELECT 1 FROM {quote(task.db_table)} t WHERE t.{col['round']} = "
+        f"SELECT EXISTS (SELECT 1 FROM {table} t WHERE t.{col['round']} = "
         f"%(round)s AND t.{col['status']} IN (%(open)s, %(leased)s))"
     )
 

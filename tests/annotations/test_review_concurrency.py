@@ -64,3 +64,127 @@ def test_concurrent_experts_never_share_a_slot(media_root):
     assert len(set(pairs)) == slots  # never the same instance twice to one expert
     assert Counter(i for i, _ in pairs).most_common(1)[0][1] == 2  # overlap is the ceiling
     assert Review.objects.filter(round=review_round).count() == slots
+
+
+def _run_threads(target, args_list) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def wrapped(*args) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=wrapped, args=args) for args in args_list]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
+def test_experts_through_the_api_at_once_never_share_a_slot(media_root):
+    """The whole hot path over HTTP handlers: access with the lease state, claim, and the
+    submits that lock the task in their access query."""
+    world = build_world(n=24, experts=6, slug="api-busy")
+    review_round = reviews.round_create(
+        model_version=world.mv,
+        name="rush",
+        created_by=world.scientist,
+        sampling_strategy={"parts": [{"kind": "ids", "ids": [i.pk for i in world.instances]}]},
+        experts=world.experts,
+        overlap=2,
+        explanation_method="",
+    )
+    handed: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(world.experts))
+
+    def expert_loop(expert) -> None:
+        client = world.client(expert)
+        start.wait()
+        while True:
+            got = client.post(f"/api/rounds/{review_round.pk}/tasks/next")
+            if got.status_code == 204:
+                return
+            assert got.status_code == 200, got.content
+            task = got.json()
+            with lock:
+                handed.append((task["id"], expert.pk))
+            label = task["label_set"][0]
+            exp = client.post(
+                f"/api/tasks/{task['id']}/expectation",
+                {"expected_label": label, "expected_confidence": 3, "evidence": []},
+                format="json",
+                HTTP_IDEMPOTENCY_KEY=f"e-{task['id']}",
+            )
+            assert exp.status_code == 200, exp.content
+            verdict = client.post(
+                f"/api/tasks/{task['id']}/verdict",
+                {"prediction_verdict": "correct", "feature_verdict": "relevant"},
+                format="json",
+                HTTP_IDEMPOTENCY_KEY=f"v-{task['id']}",
+            )
+            assert verdict.status_code == 200, verdict.content
+
+    errors = _run_threads(expert_loop, [(e,) for e in world.experts])
+    assert not errors, errors
+    assert len(handed) == len({t for t, _ in handed}) == 48  # every slot once, none twice
+    pairs = ReviewTask.objects.filter(round=review_round).values_list("instance_id", "expert_id")
+    assert len(set(pairs)) == 48
+    assert Review.objects.filter(round=review_round, submitted_at__isnull=False).count() == 48
+
+
+@pytest.mark.parametrize("same_key", [True, False])
+def test_simultaneous_submits_of_one_task_make_one_review(media_root, same_key):
+    """Retries racing each other (same Idempotency-Key) all get the first answer; separate
+    submits (other keys) find the task submitted (409). Either way one review, version 1:
+    the submit reads the task under its row lock."""
+    world = build_world(n=2, experts=1, slug="race")
+    review_round = reviews.round_create(
+        model_version=world.mv,
+        name="race",
+        created_by=world.scientist,
+        sampling_strategy={"parts": [{"kind": "ids", "ids": [world.instances[0].pk]}]},
+        experts=world.experts,
+        blind_first=False,
+        explanation_method="",
+    )
+    expert = world.experts[0]
+    task_id = world.client(expert).post(f"/api/rounds/{review_round.pk}/tasks/next").json()["id"]
+    body = {
+        "expected_label": "cat",
+        "expected_confidence": 2,
+        "evidence": [],
+        "prediction_verdict": "correct",
+        "feature_verdict": "relevant",
+    }
+    codes: list[int] = []
+    bodies: list[dict] = []
+    start = threading.Barrier(6)
+
+    def submit(n: int) -> None:
+        client = world.client(expert)
+        start.wait()
+        got = client.post(
+            f"/api/tasks/{task_id}/verdict",
+            body,
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="one-key" if same_key else f"key-{n}",
+        )
+        codes.append(got.status_code)
+        if got.status_code == 200:
+            bodies.append(got.json())
+
+    errors = _run_threads(submit, [(n,) for n in range(6)])
+    assert not errors, errors
+    if same_key:
+        assert codes == [200] * 6
+        assert all(b == bodies[0] for b in bodies)
+    else:
+        assert sorted(codes) == [200] + [409] * 5
+    review = Review.objects.get(task_id=task_id)
+    assert review.version == 1
+    assert review.submitted_at is not None

@@ -1,0 +1,134 @@
+"""``annotations.prepared``: hand-written hot-path statements must load exactly what the ORM
+loads, and on PostgreSQL be prepared once per connection."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from annotations import selectors
+from annotations.models import (
+    Explanation,
+    Instance,
+    ModelVersion,
+    Prediction,
+    Project,
+    Review,
+    ReviewRound,
+    ReviewTask,
+)
+from annotations.prepared import Joined, Statement
+from annotations.services import reviews
+from tests.annotations.review_fixtures import EXPECTATION, add_saliency, build_world, make_round
+
+pytestmark = pytest.mark.django_db
+
+
+def values(obj) -> dict:
+    """Every loaded concrete field as the ORM would give it (files by name)."""
+    deferred = obj.get_deferred_fields()
+    out = {}
+    for f in obj._meta.concrete_fields:
+        if f.attname in deferred:
+            continue
+        value = getattr(obj, f.attname)
+        out[f.attname] = value.name if hasattr(value, "storage") else value
+    return out
+
+
+def test_task_in_context_loads_what_the_orm_loads(media_root):
+    world = build_world(with_files=True)
+    add_saliency(world)
+    review_round = make_round(world, explanation_method="gradcam")
+    expert = world.experts[0]
+    task = reviews.task_next(review_round=review_round, expert=expert)
+    reviews.draft_save(task=task, expert=expert, data={"note": "half done", "n": [1, 2]})
+    reviews.expectation_submit(task=task, expert=expert, data=EXPECTATION)
+
+    loaded = selectors.task_in_context(task_id=task.pk, user=expert)
+
+    assert values(loaded) == values(ReviewTask.objects.get(pk=task.pk))
+    assert values(loaded.round) == values(ReviewRound.objects.get(pk=review_round.pk))
+    assert values(loaded.round.project) == values(Project.objects.get(pk=world.project.pk))
+    assert values(loaded.round.model_version) == values(ModelVersion.objects.get(pk=world.mv.pk))
+    assert values(loaded.instance) == values(Instance.objects.get(pk=task.instance_id))
+    assert values(loaded.loaded_review) == values(Review.objects.get(task=task))
+    assert loaded.loaded_draft == {"note": "half done", "n": [1, 2]}
+    prediction = Prediction.objects.get(instance_id=task.instance_id, model_version=world.mv)
+    # Only what the payload shows is loaded (never the embedding).
+    assert values(loaded.loaded_prediction) == {
+        k: v
+        for k, v in values(prediction).items()
+        if k in ("id", "label", "confidence", "probabilities")
+    }
+    assert "embedding" in loaded.loaded_prediction.get_deferred_fields()
+    saliency = Explanation.objects.get(instance_id=task.instance_id, target=prediction.label)
+    assert values(loaded.loaded_saliency) == values(saliency)
+    # Typed like the ORM's: JSON decoded, datetimes aware, booleans real.
+    assert isinstance(loaded.round.project.labels, list)
+    assert loaded.leased_at.tzinfo is not None
+    assert loaded.round.blind_first is True
+
+
+def test_what_is_missing_loads_as_none(media_root):
+    world = build_world()
+    review_round = make_round(world)
+    expert = world.experts[0]
+    task = reviews.task_next(review_round=review_round, expert=expert)
+    Prediction.objects.filter(instance_id=task.instance_id).delete()
+    loaded = selectors.task_in_context(task_id=task.pk, user=expert)
+    assert loaded.loaded_review is None
+    assert loaded.loaded_draft is None
+    assert loaded.loaded_prediction is None
+    assert loaded.loaded_saliency is None
+    # Another user's view of the task carries no draft of the expert's.
+    reviews.draft_save(task=task, expert=expert, data={"mine": True})
+    other = selectors.task_in_context(task_id=task.pk, user=world.scientist)
+    assert other.loaded_draft is None
+    assert selectors.task_in_context(task_id=task.pk + 10_000, user=expert) is None
+
+
+def test_statements_are_prepared_once_per_connection():
+    joined = Joined(p=Project)
+    statement = Statement(
+        f"SELECT {joined.columns} FROM {joined.table('p')} "
+        f"WHERE {joined.column('p', 'slug')} = %(slug)s AND {joined.column('p', 'id')} > %(min)s"
+    )
+    project = build_world(n=1, experts=1).project
+
+    def run() -> list[str]:
+        with CaptureQueriesContext(connection) as ctx:
+            found = joined.fetch_one(statement, {"slug": project.slug, "min": 0})
+            missing = joined.fetch_one(statement, {"slug": "no-such", "min": 0})
+        assert found["p"].pk == project.pk
+        assert missing is None
+        return [q["sql"] for q in ctx.captured_queries]
+
+    first, second = run(), run()
+    if connection.vendor == "postgresql":
+        assert first[0].startswith(f"PREPARE {statement.name} AS SELECT")
+        assert "$1" in first[0]
+        assert "$2" in first[0]
+        assert all(sql.startswith(f"EXECUTE {statement.name}(") for sql in first[1:] + second)
+        assert len(second) == 2
+    else:
+        assert first == second
+        assert all(sql.startswith("SELECT") for sql in first)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_connection_prepares_again():
+    joined = Joined(p=Project)
+    statement = Statement(f"SELECT {joined.columns} FROM {joined.table('p')} WHERE 1 = %(one)s")
+
+    def run() -> list[str]:
+        with CaptureQueriesContext(connection) as ctx:
+            joined.fetch_one(statement, {"one": 1})
+        return [q["sql"] for q in ctx.captured_queries]
+
+    run()
+    connection.close()  # e.g. CONN_MAX_AGE ran out, or the database restarted
+    again = run()
+    if connection.vendor == "postgresql":
+        assert [sql.split(" ", 1)[0] for sql in again] == ["PREPARE", "EXECUTE"]
+    else:
+        assert len(again) == 1

@@ -25,6 +25,7 @@ import itertools
 import re
 import weakref
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from django.db import connections
@@ -161,24 +162,81 @@ class Statement:
 
 class Insert:
     """``INSERT`` of one row of ``model`` into the given fields, as a ``Statement``; values
-    are prepared as ``Model.save`` prepares them (``get_db_prep_save``). For rows the hot path
-    writes and never reads back as objects."""
+    are prepared as ``Model.save`` prepares them (``get_db_prep_save``). With ``returning``,
+    ``run`` gives that column of the new row (``RETURNING``: PostgreSQL, SQLite 3.35+)."""
 
-    def __init__(self, model: type[Model], fields: tuple[str, ...], using: str = "default"):
+    def __init__(
+        self,
+        model: type[Model],
+        fields: tuple[str, ...],
+        using: str = "default",
+        returning: str | None = None,
+    ):
         self.using = using
         self.fields = [model._meta.get_field(name) for name in fields]
-        quote = connections[using].ops.quote_name
-        columns = ", ".join(quote(f.column) for f in self.fields)
+        table, col = names(model, using)
+        columns = ", ".join(col[f.name] for f in self.fields)
         values = ", ".join(f"%({f.attname})s" for f in self.fields)
-        self.statement = Statement(
-            f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({values})"
-        )
+        tail = f" RETURNING {col[returning]}" if returning else ""
+        self.returning = returning
+        self.statement = Statement(f"INSERT INTO {table} ({columns}) VALUES ({values}){tail}")
 
-    def run(self, **values: Any) -> None:
+    def run(self, **values: Any) -> Any:
         connection = connections[self.using]
         params = {f.attname: f.get_db_prep_save(values[f.attname], connection) for f in self.fields}
         with connection.cursor() as cursor:
             self.statement.execute(cursor, params)
+            return cursor.fetchone()[0] if self.returning else None
+
+
+class Update:
+    """``UPDATE`` of the given fields of one row by primary key, as a ``Statement``."""
+
+    def __init__(self, model: type[Model], fields: tuple[str, ...], using: str = "default"):
+        self.using = using
+        self.fields = [model._meta.get_field(name) for name in fields]
+        self.pk = model._meta.pk
+        table, col = names(model, using)
+        sets = ", ".join(f"{col[f.name]} = %({f.attname})s" for f in self.fields)
+        self.statement = Statement(f"UPDATE {table} SET {sets} WHERE {col[self.pk.name]} = %(pk)s")
+
+    def run(self, pk: Any, **values: Any) -> int:
+        connection = connections[self.using]
+        params = {f.attname: f.get_db_prep_save(values[f.attname], connection) for f in self.fields}
+        params["pk"] = self.pk.get_db_prep_value(pk, connection)
+        with connection.cursor() as cursor:
+            self.statement.execute(cursor, params)
+            return cursor.rowcount
+
+
+@cache
+def _insert_for(model: type[Model], using: str) -> Insert:
+    fields = tuple(f.name for f in model._meta.concrete_fields if not f.primary_key)
+    return Insert(model, fields, using, returning=model._meta.pk.name)
+
+
+@cache
+def _update_for(model: type[Model], fields: tuple[str, ...], using: str) -> Update:
+    return Update(model, fields, using)
+
+
+def insert_object(obj: Model, using: str = "default") -> None:
+    """``obj.save(force_insert=True)`` as a prepared statement: every concrete field but the
+    (automatic) primary key, ``pre_save`` applied (``auto_now`` and the like), the new key
+    read back. Sends no model signals: for hot-path models that have no receivers."""
+    insert = _insert_for(type(obj), using)
+    values = {f.attname: f.pre_save(obj, True) for f in insert.fields}
+    obj.pk = insert.run(**values)
+    obj._state.adding = False
+    obj._state.db = using
+
+
+def update_object(obj: Model, fields: tuple[str, ...], using: str = "default") -> None:
+    """``obj.save(update_fields=fields)`` as a prepared statement (``pre_save`` applied, so
+    an ``auto_now`` field among ``fields`` is stamped). No model signals, as above."""
+    update = _update_for(type(obj), tuple(fields), using)
+    values = {f.attname: f.pre_save(obj, False) for f in update.fields}
+    update.run(obj.pk, **values)
 
 
 def names(model: type[Model], using: str = "default") -> tuple[str, dict[str, str]]:

@@ -631,9 +631,10 @@ def _locked_live_task(task: ReviewTask, expert: Any, *, locked: bool) -> ReviewT
 def _review_upsert(
     task: ReviewTask, expert: Any, fields: dict[str, Any], *, locked: bool
 ) -> Review:
-    """Create or update the task's review: two statements, safe because the caller holds
-    the task's row lock (``update_or_create`` would add a savepoint and a locking read).
-    A task loaded under its lock brings its review along (``task.loaded_review``)."""
+    """Create or update the task's review: one prepared statement (``annotations.prepared``),
+    safe because the caller holds the task's row lock (``update_or_create`` would add a
+    savepoint and a locking read). A task loaded under its lock brings its review along
+    (``task.loaded_review``); otherwise one read finds it."""
     # One-to-one: no ORDER BY.
     review = task.loaded_review if locked else next(iter(Review.objects.filter(task=task)), None)
     if review is None:
@@ -642,12 +643,12 @@ def _review_upsert(
         )
         for name, value in fields.items():
             setattr(review, name, value)
-        review.save(force_insert=True)
+        prepared.insert_object(review)
         return review
     review.expert = expert
     for name, value in fields.items():
         setattr(review, name, value)
-    review.save(update_fields=["expert", "updated_at", *fields])
+    prepared.update_object(review, ("expert", "updated_at", *fields))
     return review
 
 
@@ -680,7 +681,7 @@ def _expectation_submit(
     now = timezone.now()
     review = _review_upsert(task, expert, {"expectation_at": now, **fields}, locked=locked)
     task.expectation_at = now
-    task.save(update_fields=["expectation_at"])
+    prepared.update_object(task, ("expectation_at",))
     return review
 
 
@@ -718,11 +719,9 @@ def _verdict_submit(task: ReviewTask, expert: Any, data: dict[str, Any], *, lock
         },
         locked=locked,
     )
-    ReviewTask.objects.filter(pk=task.pk).update(
-        status=TaskStatus.SUBMITTED,
-        submitted_at=now,
-        expectation_at=task.expectation_at or now,
-    )
+    task.status, task.submitted_at = TaskStatus.SUBMITTED, now
+    task.expectation_at = task.expectation_at or now
+    prepared.update_object(task, ("status", "submitted_at", "expectation_at"))
     if not locked or task.loaded_draft is not None:
         # A task loaded under its lock says whether the expert has a draft to drop.
         ReviewDraft.objects.filter(

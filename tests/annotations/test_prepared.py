@@ -132,3 +132,40 @@ def test_a_new_connection_prepares_again():
         assert [sql.split(" ", 1)[0] for sql in again] == ["PREPARE", "EXECUTE"]
     else:
         assert len(again) == 1
+
+
+def test_prepared_writes_store_what_model_save_stores():
+    from annotations.prepared import insert_object, update_object
+
+    world = build_world(n=2, experts=1)
+    review_round = make_round(world)
+    tasks = list(ReviewTask.objects.filter(round=review_round).order_by("id"))
+    common = {
+        "round_id": review_round.pk,
+        "expert": world.experts[0],
+        "expected_label": "cat",
+        "expected_confidence": 4,
+        "evidence": [{"type": "box", "points": [[1.0, 2.0], [3.0, 4.0]]}],
+        "concepts": ["fur"],
+        "acceptable": False,
+        "client_seconds": 1.5,
+    }
+    by_orm = Review(task=tasks[0], instance_id=tasks[0].instance_id, **common)
+    by_orm.save(force_insert=True)
+    ours = Review(task=tasks[1], instance_id=tasks[1].instance_id, **common)
+    insert_object(ours)
+    assert ours.pk is not None
+    assert ours._state.adding is False
+    stored = {r.pk: values(r) for r in Review.objects.all()}
+    differ = {"id", "task_id", "instance_id", "updated_at"}
+    assert {k: v for k, v in stored[ours.pk].items() if k not in differ} == {
+        k: v for k, v in stored[by_orm.pk].items() if k not in differ
+    }
+    assert stored[ours.pk]["updated_at"] is not None  # auto_now applied
+    before = stored[ours.pk]["updated_at"]
+    ours.severity, ours.comment = 2, "edited"
+    update_object(ours, ("severity", "comment", "updated_at"))
+    again = Review.objects.get(pk=ours.pk)
+    assert (again.severity, again.comment) == (2, "edited")
+    assert again.updated_at >= before
+    assert again.expected_label == "cat"  # fields not named stay as they were

@@ -239,6 +239,21 @@ def update_object(obj: Model, fields: tuple[str, ...], using: str = "default") -
     update.run(obj.pk, **values)
 
 
+_CONSTANT = re.compile(r"[a-z_]+")
+
+
+def literal(value: str) -> str:
+    """A code constant (a choice value such as ``TaskStatus.LEASED``) as an SQL literal.
+    Constants go into prepared statements as literals, not parameters: a generic plan
+    knows nothing of a parameter's value, and planned ``status = $2`` as a sequential scan
+    of every task ("a third of the rows match") where ``status = 'leased'`` uses the
+    index (9 ms against 0.1 ms on 100,000 tasks). Only lowercase words are accepted, so
+    nothing from a request can get here."""
+    if not _CONSTANT.fullmatch(value):
+        raise ValueError(f"not a code constant: {value!r}")
+    return f"'{value}'"
+
+
 def names(model: type[Model], using: str = "default") -> tuple[str, dict[str, str]]:
     """The quoted table name of ``model`` and its quoted column names by field name, for
     hand-written SQL."""

@@ -25,7 +25,7 @@ from annotations.models import (
     ReviewTask,
     TaskStatus,
 )
-from annotations.prepared import Joined, Statement, names
+from annotations.prepared import Joined, Statement, literal, names
 
 
 def dataset_list(*, project: Project) -> QuerySet[Dataset]:
@@ -368,21 +368,21 @@ class LeaseState:
 
 def lease_state_columns(round_id_sql: str) -> str:
     """The two ``LeaseState`` columns as SQL, for the round ``round_id_sql`` (a column or a
-    parameter), with the parameters ``%(user)s``, ``%(leased)s`` and ``%(now)s``."""
+    parameter), with the parameters ``%(user)s`` and ``%(now)s``."""
+    leased = literal(TaskStatus.LEASED)
     table, col = names(ReviewTask)
     return (
         f"(SELECT o.{col['id']} FROM {table} o WHERE o.{col['round']} = {round_id_sql} "
-        f"AND o.{col['expert']} = %(user)s AND o.{col['status']} = %(leased)s "
+        f"AND o.{col['expert']} = %(user)s AND o.{col['status']} = {leased} "
         f"AND o.{col['lease_expires_at']} > %(now)s ORDER BY o.{col['leased_at']} LIMIT 1), "
         f"EXISTS (SELECT 1 FROM {table} x WHERE x.{col['round']} = {round_id_sql} "
-        f"AND x.{col['status']} = %(leased)s AND x.{col['lease_expires_at']} <= %(now)s)"
+        f"AND x.{col['status']} = {leased} AND x.{col['lease_expires_at']} <= %(now)s)"
     )
 
 
 def lease_state_params(*, expert_id: int, now: datetime) -> dict[str, Any]:
     return {
         "user": expert_id,
-        "leased": TaskStatus.LEASED.value,
         "now": connections["default"].ops.adapt_datetimefield_value(now),
     }
 

@@ -333,18 +333,19 @@ def _claim_sql(vendor: str, skip_locked: bool) -> Statement:
     table, col = prepared.names(ReviewTask)
     skips, skip_col = prepared.names(TaskSkip)
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+    leased, open_ = prepared.literal(TaskStatus.LEASED), prepared.literal(TaskStatus.OPEN)
     return Statement(
-        f"UPDATE {table} SET {col['status']} = %(leased)s, {col['expert']} = %(expert)s, "
+        f"UPDATE {table} SET {col['status']} = {leased}, {col['expert']} = %(expert)s, "
         f"{col['leased_at']} = %(now)s, {col['lease_expires_at']} = %(until)s "
         f"WHERE {col['id']} = ("
         f"SELECT c.{col['id']} FROM {table} c "
-        f"WHERE c.{col['round']} = %(round)s AND c.{col['status']} = %(open)s "
+        f"WHERE c.{col['round']} = %(round)s AND c.{col['status']} = {open_} "
         f"AND c.{col['instance']} NOT IN (SELECT h.{col['instance']} FROM {table} h "
         f"WHERE h.{col['round']} = %(round)s AND h.{col['expert']} = %(expert)s) "
         f"AND c.{col['instance']} NOT IN (SELECT s.{skip_col['instance']} FROM {skips} s "
         f"WHERE s.{skip_col['round']} = %(round)s AND s.{skip_col['expert']} = %(expert)s) "
         f"ORDER BY c.{col['slot']}, c.{col['priority']}, c.{col['id']} LIMIT 1{lock}"
-        f") AND {col['status']} = %(open)s RETURNING {col['id']}"
+        f") AND {col['status']} = {open_} RETURNING {col['id']}"
     )
 
 
@@ -360,8 +361,6 @@ def _claim(*, round_id: int, expert_id: int, now: datetime, lease_until: datetim
     ops = connection.ops
     statement = _claim_sql(connection.vendor, connection.features.has_select_for_update_skip_locked)
     params = {
-        "leased": TaskStatus.LEASED.value,
-        "open": TaskStatus.OPEN.value,
         "expert": expert_id,
         "round": round_id,
         "now": ops.adapt_datetimefield_value(now),
@@ -783,7 +782,8 @@ def _slots_left_sql(vendor: str) -> Statement:
     table, col = prepared.names(ReviewTask)
     return Statement(
         f"SELECT EXISTS (SELECT 1 FROM {table} t WHERE t.{col['round']} = "
-        f"%(round)s AND t.{col['status']} IN (%(open)s, %(leased)s))"
+        f"%(round)s AND t.{col['status']} IN "
+        f"({prepared.literal(TaskStatus.OPEN)}, {prepared.literal(TaskStatus.LEASED)}))"
     )
 
 
@@ -795,11 +795,7 @@ def round_check_complete(*, round_id: int) -> bool:
     with connection.cursor() as cursor:
         _slots_left_sql(connection.vendor).execute(
             cursor,
-            {
-                "round": round_id,
-                "open": TaskStatus.OPEN.value,
-                "leased": TaskStatus.LEASED.value,
-            },
+            {"round": round_id},
         )
         if cursor.fetchone()[0]:
             return False

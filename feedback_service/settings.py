@@ -215,6 +215,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Seconds a web process keeps a token's user (annotations/api/authentication.py); a token
+# deleted or a user changed elsewhere is noticed within this. 0: look up on every request.
+TOKEN_CACHE_SECONDS: float = env.float("TOKEN_CACHE_SECONDS", default=10.0)
+
 # --- Review rounds ------------------------------------------------------------------------
 REVIEW_LEASE_SECONDS: int = env.int("REVIEW_LEASE_SECONDS", default=30 * 60)
 # Base URL put in e-mails.

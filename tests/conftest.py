@@ -32,6 +32,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit("REQUIRE_REAL_SERVICES=1 but " + "; ".join(problems), returncode=3)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    """Each test starts with an empty per-process token cache."""
+    from annotations.api.authentication import token_cache
+
+    token_cache.clear()
+    yield
+    token_cache.clear()
+
+
 @pytest.fixture
 def image_zip() -> callable:
     """Build an in-memory zip from {path: bytes}; returns a file-like object."""

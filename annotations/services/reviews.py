@@ -720,14 +720,47 @@ def _verdict_submit(task: ReviewTask, expert: Any, data: dict[str, Any], *, lock
     )
     task.status, task.submitted_at = TaskStatus.SUBMITTED, now
     task.expectation_at = task.expectation_at or now
-    prepared.update_object(task, ("status", "submitted_at", "expectation_at"))
+    others_open = _mark_submitted(task)
     if not locked or task.loaded_draft is not None:
         # A task loaded under its lock says whether the expert has a draft to drop.
         ReviewDraft.objects.filter(
             round_id=task.round_id, instance_id=task.instance_id, expert=expert
         ).delete()
-    transaction.on_commit(lambda: round_check_complete(round_id=review_round.pk))
+    if not others_open:
+        # Only once no slot is open can this verdict be the round's last: then check after
+        # commit, when concurrent last verdicts see each other (one of them tells).
+        transaction.on_commit(lambda: round_check_complete(round_id=review_round.pk))
     return review
+
+
+@lru_cache(maxsize=4)
+def _mark_submitted_sql(vendor: str) -> Statement:
+    table, col = prepared.names(ReviewTask)
+    return Statement(
+        f"UPDATE {table} SET {col['status']} = {prepared.literal(TaskStatus.SUBMITTED)}, "
+        f"{col['submitted_at']} = %(submitted_at)s, {col['expectation_at']} = %(expectation_at)s "
+        f"WHERE {col['id']} = %(task)s RETURNING EXISTS (SELECT 1 FROM {table} o "
+        f"WHERE o.{col['round']} = %(round)s AND o.{col['status']} = "
+        f"{prepared.literal(TaskStatus.OPEN)} AND o.{col['id']} <> %(task)s)"
+    )
+
+
+def _mark_submitted(task: ReviewTask) -> bool:
+    """Write the task's submitted state; returns whether another slot of the round is still
+    open (the same statement asks, so the verdict needs no extra round trip for it)."""
+    connection = transaction.get_connection()
+    adapt = connection.ops.adapt_datetimefield_value
+    with connection.cursor() as cursor:
+        _mark_submitted_sql(connection.vendor).execute(
+            cursor,
+            {
+                "task": task.pk,
+                "round": task.round_id,
+                "submitted_at": adapt(task.submitted_at),
+                "expectation_at": adapt(task.expectation_at),
+            },
+        )
+        return bool(cursor.fetchone()[0])
 
 
 _VERSIONED_FIELDS = (

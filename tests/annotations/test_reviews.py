@@ -475,3 +475,39 @@ def test_review_data_is_what_the_review_serializer_gives(world):
         assert review_data(review) == ReviewOutput(review).data
     assert states[-1].submitted_at is not None
     assert states[-1].severity == 3
+
+
+def test_the_last_verdict_tells_the_scientist_even_when_slots_were_leased_at_once(
+    world, django_capture_on_commit_callbacks
+):
+    """A verdict checks completion only once no slot is open; the last of several leased
+    slots to be submitted still sends the one completion mail."""
+    review_round = reviews.round_create(
+        model_version=world.mv,
+        name="two",
+        sampling_strategy={"parts": [{"kind": "ids", "ids": [i.pk for i in world.instances[:2]]}]},
+        created_by=world.scientist,
+        experts=world.experts,
+        explanation_method="",
+    )
+    alice, bob = (world.client(u) for u in world.experts[:2])
+    a, b = (next_task(c, review_round).json() for c in (alice, bob))  # nothing open now
+    mail.outbox.clear()
+    for client, task in ((alice, a), (bob, b)):
+        assert submit(client, task["id"], "expectation", EXPECTATION).status_code == 200
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            assert submit(client, task["id"], "verdict", VERDICT).status_code == 200
+        assert len(callbacks) == 1  # the completion check
+        sent = [m for m in mail.outbox if "complete" in m.subject]
+        assert len(sent) == (1 if task is b else 0)
+
+
+def test_no_completion_check_while_slots_are_open(world, django_capture_on_commit_callbacks):
+    review_round = make_round(world)
+    alice = world.client(world.experts[0])
+    task = next_task(alice, review_round).json()
+    submit(alice, task["id"], "expectation", EXPECTATION)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert submit(alice, task["id"], "verdict", VERDICT).status_code == 200
+    assert callbacks == []
+    assert ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN).count() == 5

@@ -21,6 +21,7 @@ run: $(STAMP)
 
 ## Set up and run the tests (SQLite + filesystem broker unless DATABASE_URL/CELERY_BROKER_URL are set)
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

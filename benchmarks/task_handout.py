@@ -3,8 +3,8 @@
 Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 with trust auth for the
 ``postgres`` user; nothing else is touched)::
 
-    .venv/bin/python benchmarks/task_handout.py --quick     # 10 s of load, ~2-3 min in all
-    .venv/bin/python benchmarks/task_handout.py             # 100k tasks, 50 experts, 60 s; ~4 min
+    .venv/bin/python benchmarks/task_handout.py --quick     # 10 s per phase, ~1-2 min in all
+    .venv/bin/python benchmarks/task_handout.py             # 100k tasks, 50 experts; ~3 min
 
 What it does:
 
@@ -31,20 +31,36 @@ What it does:
    gunicorn workers answer ``Connection: close``, so there the client reconnects per request;
    gthread keeps the connection alive). Each expert loops: ``POST /api/rounds/{id}/tasks/next``
    -> ``POST /api/tasks/{id}/expectation`` -> ``POST /api/tasks/{id}/verdict``, the two submits
-   with an ``Idempotency-Key``. By default there is no think time (a closed loop at full
-   speed: with 50 clients, mean latency = 50 / throughput by Little's law); ``--rate R`` paces
-   the experts to R requests/s in total, to measure latency at a given load instead.
-   The first ``--warmup`` seconds are not counted.
-5. Checks the database for duplicate hand-outs: a (round, instance, expert) held twice, a task
-   with more than one review, an instance with more leased/submitted slots or reviews than
-   the overlap, a review whose expert is not the task's; and on the client side, a task id or
-   an instance handed to two experts, or an instance handed twice to one expert.
+   with an ``Idempotency-Key``. Two phases on the same server, each after ``--warmup``
+   uncounted seconds:
+
+   - **saturated** (``--saturation-seconds``, 30): no think time, a closed loop at full
+     speed. It measures capacity; its latency is no service level, since with 50 clients
+     the mean latency is 50 / throughput (Little's law): p99 under 50 ms that way would
+     need over 1,000 requests/s.
+   - **paced** (``--seconds``, 60): the experts together send ``--rate`` requests/s (275, 10 %
+     over the 250 target), each expert's cycles a Poisson process. This is the target: 50
+     experts served 250 requests/s with next-task p99 under 50 ms.
+
+5. Checks the database for duplicate hand-outs after each phase: a (round, instance, expert)
+   held twice, a task with more than one review, an instance with more leased/submitted slots
+   or reviews than the overlap, a review whose expert is not the task's; and on the client
+   side, a task id or an instance handed to two experts, or an instance handed twice to one
+   expert.
 6. Profiles one cycle in-process (queries per endpoint, their time, ``EXPLAIN ANALYZE`` of the
    claim query) unless ``--no-profile``.
-7. Prints a summary; the last line is JSON (``next_p99_ms``, ``submit_p99_ms``,
-   ``duplicates``, ``requests_per_s``, ...). ``submit_*`` percentiles are over single submit
-   requests (expectation and verdict pooled); ``expectation_*``/``verdict_*`` are separate and
-   ``cycle_*`` is next + expectation + verdict of one task.
+7. Prints a summary per phase; the last line is JSON: the issue's keys (``next_p99_ms``,
+   ``submit_p99_ms``, ``duplicates``, ``requests_per_s``, ...) from the paced phase (from the
+   closed loop when it is the only one), ``capacity_requests_per_s``, ``targets``, and every
+   figure of both phases under ``phases``. ``submit_*`` percentiles are over single submit
+   requests (expectation and verdict pooled); ``expectation_*``/``verdict_*`` are separate
+   and ``cycle_*`` is next + expectation + verdict of one task.
+
+``--sweep`` tries gunicorn configurations (``--sweep-config``, repeatable) for
+``--sweep-seconds`` each, ``--sweep-rounds`` times interleaved, and runs the best by median;
+with ``--chdir DIR`` in a configuration, gunicorn serves another checkout (for example the
+previous commit in a ``git worktree``) against the same database, which makes before/after
+comparisons side by side on a machine whose speed drifts.
 
 Gunicorn is stopped and the database dropped on exit, failures included (``--keep-db`` keeps
 the database for inspection).

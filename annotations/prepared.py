@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 import weakref
 from collections.abc import Callable
 from functools import cache
@@ -127,6 +128,7 @@ _PARAM = re.compile(r"%\((\w+)\)s")
 # Which statements each PostgreSQL session has prepared, by driver connection (a reconnect
 # starts with none). Prepared statements outlive a rolled-back transaction.
 _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_prepared_lock = threading.Lock()
 
 
 class Statement:
@@ -153,7 +155,11 @@ class Statement:
         if connection.vendor != "postgresql":
             cursor.execute(self.sql, params)
             return
-        done = _prepared.setdefault(connection.connection, set())
+        done = _prepared.get(connection.connection)
+        if done is None:
+            # Connections belong to one thread each; only this shared map needs the lock.
+            with _prepared_lock:
+                done = _prepared.setdefault(connection.connection, set())
         if self.name not in done:
             cursor.execute(self.prepare_sql)
             done.add(self.name)

@@ -165,9 +165,9 @@ def _expert_round_statement(using: str = "default") -> tuple[Joined, Statement]:
     j = Joined(
         using,
         extra={"is_expert": None, "is_member": None, "own_task_id": None, "any_expired": None},
-        r=ReviewRound,
-        p=Project,
-        mv=ModelVersion,
+        r=(ReviewRound, selectors.ROUND_FIELDS),
+        p=(Project, selectors.PROJECT_FIELDS),
+        mv=(ModelVersion, selectors.MODEL_VERSION_FIELDS),
     )
     experts = ReviewRound.experts.through._meta
     quote = j.ops.quote_name

@@ -402,6 +402,19 @@ def lease_state(*, round_id: int, expert_id: int, now: datetime) -> LeaseState:
     return LeaseState(expert_id, own_id, bool(any_expired), now)
 
 
+# What the hot path reads of a task's round, project, model version and instance: their
+# other fields (a round's sampling strategy and counts, a model's preprocessing, an
+# instance's metadata) are deferred, since decoding their JSON on every request cost more
+# than the query. A deferred field still loads when read, with a query of its own.
+ROUND_FIELDS = (
+    *("project", "model_version", "name", "status", "overlap", "due_at", "blind_first"),
+    *("explanation_method", "questions", "lease_seconds", "created_at", "closed_at"),
+)
+PROJECT_FIELDS = ("name", "slug", "labels", "concept_vocabulary")
+MODEL_VERSION_FIELDS = ("project", "version", "name", "kind", "label_order", "status")
+INSTANCE_FIELDS = ("project", "dataset", "image", "width", "height", "label", "split")
+
+
 @cache
 def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Statement]:
     """``task_in_context``'s one query: the task with its round, project, model version
@@ -413,10 +426,10 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         using,
         extra={"draft": draft.get_field("data")},
         t=ReviewTask,
-        r=ReviewRound,
-        p=Project,
-        mv=ModelVersion,
-        i=Instance,
+        r=(ReviewRound, ROUND_FIELDS),
+        p=(Project, PROJECT_FIELDS),
+        mv=(ModelVersion, MODEL_VERSION_FIELDS),
+        i=(Instance, INSTANCE_FIELDS),
         rv=Review,
         pr=(Prediction, ("label", "confidence", "probabilities")),  # not the embedding
         ex=Explanation,

@@ -47,11 +47,25 @@ def test_task_in_context_loads_what_the_orm_loads(media_root):
     loaded = selectors.task_in_context(task_id=task.pk, user=expert)
 
     assert values(loaded) == values(ReviewTask.objects.get(pk=task.pk))
-    assert values(loaded.round) == values(ReviewRound.objects.get(pk=review_round.pk))
-    assert values(loaded.round.project) == values(Project.objects.get(pk=world.project.pk))
-    assert values(loaded.round.model_version) == values(ModelVersion.objects.get(pk=world.mv.pk))
-    assert values(loaded.instance) == values(Instance.objects.get(pk=task.instance_id))
     assert values(loaded.loaded_review) == values(Review.objects.get(task=task))
+    # Round, project, model version and instance: the hot path's fields, the rest deferred
+    # (and still loaded, by a query, when read).
+    for got, orm, fields in (
+        (loaded.round, ReviewRound.objects.get(pk=review_round.pk), selectors.ROUND_FIELDS),
+        (loaded.round.project, Project.objects.get(pk=world.project.pk), selectors.PROJECT_FIELDS),
+        (
+            loaded.round.model_version,
+            ModelVersion.objects.get(pk=world.mv.pk),
+            selectors.MODEL_VERSION_FIELDS,
+        ),
+        (loaded.instance, Instance.objects.get(pk=task.instance_id), selectors.INSTANCE_FIELDS),
+    ):
+        wanted = {f.attname for f in orm._meta.concrete_fields if f.primary_key or f.name in fields}
+        assert set(values(got)) == wanted
+        assert values(got) == {k: v for k, v in values(orm).items() if k in wanted}
+    with CaptureQueriesContext(connection) as ctx:
+        assert loaded.round.sampling == review_round.sampling
+    assert len(ctx.captured_queries) == 1
     assert loaded.loaded_draft == {"note": "half done", "n": [1, 2]}
     prediction = Prediction.objects.get(instance_id=task.instance_id, model_version=world.mv)
     # Only what the payload shows is loaded (never the embedding).

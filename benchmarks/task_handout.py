@@ -1022,7 +1022,7 @@ def one_run(
             tokens=seeded.tokens,
             seconds=seconds,
             warmup=args.warmup,
-            rate=None,  # the sweep compares capacity
+            rate=args.sweep_rate or None,  # default: the sweep compares capacity
             gunicorn_pid=server.proc.pid,
         )
         summary = summarize(stats, args.warmup, window)
@@ -1090,6 +1090,12 @@ def main() -> None:
         action="append",
         default=None,
         help="a config for --sweep (repeatable; default: a built-in list)",
+    )
+    parser.add_argument(
+        "--sweep-rate",
+        type=float,
+        default=0,
+        help="pace the sweep's runs to N requests/s (default: closed loop, for capacity)",
     )
     parser.add_argument(
         "--sweep-rounds",

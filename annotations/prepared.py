@@ -3,10 +3,11 @@
 Building a queryset and compiling it to SQL costs Django more CPU than the database spends
 running the statement: on the task hand-out (next task, expectation, verdict) compiling was
 about a third of the web process's CPU (cProfile, benchmarks/task_handout.py). The few
-reads on that path are therefore written here as SQL, built once per database vendor from
-the models' metadata (table and column names are never typed by hand), and their rows are
-turned back into ordinary model instances with the same converters the ORM applies, so the
-callers see no difference. Everything else uses the ORM.
+reads and writes on that path are therefore written here as SQL, built once per database
+vendor from the models' metadata (table and column names are never typed by hand); rows come
+back as ordinary model instances through the same converters the ORM applies, and writes
+prepare values as ``Model.save`` does, so the callers see no difference. Everything else
+uses the ORM.
 
 ``Joined`` is that translation for a SELECT over several models; ``Statement`` runs such SQL
 as a server-side prepared statement on PostgreSQL, so it is parsed and planned once per
@@ -14,9 +15,10 @@ connection instead of on every request (planning the task-in-context join took P
 0.6 ms, running it 0.1 ms). The statements themselves live next to the code that runs them
 (``annotations.permissions``, ``annotations.selectors``, ``services.reviews``).
 
-A note for deployments: named prepared statements live in a database session, so behind a
-connection pooler in transaction mode (PgBouncer before 1.21) they need its prepared
-statement support (``max_prepared_statements``) or session mode.
+A note for deployments: SQL ``PREPARE`` statements live in a database session. Behind a
+connection pooler in transaction mode (PgBouncer), where a session's next transaction may
+run on another server connection, set ``DB_PREPARED_STATEMENTS=0`` (the same SQL then runs
+unprepared) or use session mode.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.db.models import Field, Model
 
@@ -152,7 +155,7 @@ class Statement:
     def execute(self, cursor: Any, params: dict[str, Any]) -> None:
         """Run on a Django cursor (``connection.cursor()``)."""
         connection = cursor.db
-        if connection.vendor != "postgresql":
+        if connection.vendor != "postgresql" or not settings.DB_PREPARED_STATEMENTS:
             cursor.execute(self.sql, params)
             return
         done = _prepared.get(connection.connection)

@@ -215,6 +215,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# PostgreSQL: run the hot path's statements as server-side prepared statements
+# (annotations/prepared.py). Turn off behind a pooler in transaction mode.
+DB_PREPARED_STATEMENTS: bool = env.bool("DB_PREPARED_STATEMENTS", default=True)
+
 # Seconds a web process keeps a token's user (annotations/api/authentication.py); a token
 # deleted or a user changed elsewhere is noticed within this. 0: look up on every request.
 TOKEN_CACHE_SECONDS: float = env.float("TOKEN_CACHE_SECONDS", default=10.0)

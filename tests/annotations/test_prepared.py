@@ -197,3 +197,13 @@ def test_the_task_queue_table_is_vacuumed_early_on_postgresql():
         options = set(cursor.fetchone()[0])
     assert "autovacuum_vacuum_scale_factor=0.01" in options
     assert "autovacuum_vacuum_threshold=500" in options
+
+
+def test_prepared_statements_can_be_turned_off(settings):
+    """For a pooler in transaction mode: the same SQL, unprepared."""
+    settings.DB_PREPARED_STATEMENTS = False
+    joined = Joined(p=Project)
+    statement = Statement(f"SELECT {joined.columns} FROM {joined.table('p')} WHERE 2 = %(two)s")
+    with CaptureQueriesContext(connection) as ctx:
+        joined.fetch_one(statement, {"two": 2})
+    assert [q["sql"].split(" ", 1)[0] for q in ctx.captured_queries] == ["SELECT"]

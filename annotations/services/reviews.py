@@ -285,8 +285,8 @@ def _release_unsubmitted_review(task_id: int, expert_id: int) -> None:
 def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     """Lease one task to ``expert``: their own unexpired lease if they hold one, else the
     best open slot of an instance they have not had. None when nothing is left for them.
-    The returned task comes from ``selectors.task_in_context`` (round, instance, review and
-    draft loaded)."""
+    The returned task comes from ``selectors.task_in_context`` (with everything its payload
+    shows)."""
     if review_round.status != RoundStatus.OPEN:
         raise Conflict("This round is closed.")
     # access_expert_round_by_id reads the lease state with the round (one query fewer on

@@ -62,7 +62,7 @@ def test_hot_path_query_counts_do_not_grow(size):
         )
     )
     assert response.status_code == 200, response.content
-    # (+1 after commit in a real request: the round-complete check runs on_commit.)
-    # The task locked with its context (review and draft), the review, the task, the key's
-    # record; no draft was saved, so none is deleted.
+    # The task locked with its context (review and draft), the review, the task (whose
+    # update also says whether a slot is still open: then no round-complete check follows),
+    # the key's record; no draft was saved, so none is deleted.
     assert len(verdict_sql) <= 4, "\n".join(verdict_sql)

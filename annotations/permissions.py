@@ -30,7 +30,7 @@ from annotations.models import (
     ReviewTask,
     Role,
 )
-from annotations.prepared import Joined, Statement
+from annotations.prepared import Joined, Statement, names
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -169,18 +169,14 @@ def _expert_round_statement(using: str = "default") -> tuple[Joined, Statement]:
         p=(Project, selectors.PROJECT_FIELDS),
         mv=(ModelVersion, selectors.MODEL_VERSION_FIELDS),
     )
-    experts = ReviewRound.experts.through._meta
-    quote = j.ops.quote_name
-    e_round = quote(experts.get_field("reviewround").column)
-    e_user = quote(experts.get_field("user").column)
-    m_project = quote(Membership._meta.get_field("project").column)
-    m_user = quote(Membership._meta.get_field("user").column)
+    experts, e = names(ReviewRound.experts.through, using)
+    members, m = names(Membership, using)
     sql = (
         f"SELECT {j.columns}, "
-        f"EXISTS (SELECT 1 FROM {quote(experts.db_table)} e "
-        f"WHERE e.{e_round} = {j.column('r', 'id')} AND e.{e_user} = %(user)s), "
-        f"EXISTS (SELECT 1 FROM {quote(Membership._meta.db_table)} m "
-        f"WHERE m.{m_project} = {j.column('r', 'project')} AND m.{m_user} = %(user)s), "
+        f"EXISTS (SELECT 1 FROM {experts} e "
+        f"WHERE e.{e['reviewround']} = {j.column('r', 'id')} AND e.{e['user']} = %(user)s), "
+        f"EXISTS (SELECT 1 FROM {members} m "
+        f"WHERE m.{m['project']} = {j.column('r', 'project')} AND m.{m['user']} = %(user)s), "
         f"{selectors.lease_state_columns(j.column('r', 'id'))} "
         f"FROM {j.table('r')} "
         f"JOIN {j.table('p')} ON {j.column('p', 'id')} = {j.column('r', 'project')} "

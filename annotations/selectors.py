@@ -421,10 +421,9 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
     and instance, the review of the task's expert, the asking user's draft, the round's
     model's prediction and its saliency map for the predicted class (outer joins on unique
     keys), and with ``lock`` the task row locked for the transaction."""
-    draft = ReviewDraft._meta
     j = Joined(
         using,
-        extra={"draft": draft.get_field("data")},
+        extra={"draft": ReviewDraft._meta.get_field("data")},
         t=ReviewTask,
         r=(ReviewRound, ROUND_FIELDS),
         p=(Project, PROJECT_FIELDS),
@@ -434,11 +433,8 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         pr=(Prediction, ("label", "confidence", "probabilities")),  # not the embedding
         ex=Explanation,
     )
-    quote = j.ops.quote_name
-    d = {
-        name: f"d.{quote(draft.get_field(name).column)}"
-        for name in ("round", "instance", "expert", "data")
-    }
+    drafts, dc = names(ReviewDraft, using)
+    d = {name: f"d.{dc[name]}" for name in ("round", "instance", "expert", "data")}
     features = connections[using].features
     lock_clause = " FOR UPDATE OF t" if lock and features.has_select_for_update_of else ""
     sql = (
@@ -450,7 +446,7 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         f"JOIN {j.table('i')} ON {j.column('i', 'id')} = {j.column('t', 'instance')} "
         f"LEFT JOIN {j.table('rv')} ON {j.column('rv', 'task')} = {j.column('t', 'id')} "
         f"AND {j.column('rv', 'expert')} = {j.column('t', 'expert')} "
-        f"LEFT JOIN {quote(draft.db_table)} d ON {d['round']} = {j.column('t', 'round')} "
+        f"LEFT JOIN {drafts} d ON {d['round']} = {j.column('t', 'round')} "
         f"AND {d['instance']} = {j.column('t', 'instance')} AND {d['expert']} = %(user)s "
         f"LEFT JOIN {j.table('pr')} ON {j.column('pr', 'instance')} = {j.column('t', 'instance')} "
         f"AND {j.column('pr', 'model_version')} = {j.column('r', 'model_version')} "

@@ -413,7 +413,10 @@ class ReviewTask(models.Model):
     ``services.reviews.task_next``), so two experts can never hold it at once.
     """
 
-    round = models.ForeignKey(ReviewRound, on_delete=models.CASCADE, related_name="tasks")
+    # No index of its own: task_unique_slot leads with the round.
+    round = models.ForeignKey(
+        ReviewRound, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
     instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="+")
     slot = models.PositiveSmallIntegerField(default=0)
     priority = models.FloatField(default=0)
@@ -442,8 +445,23 @@ class ReviewTask(models.Model):
                 name="task_unique_expert_instance",
             ),
         ]
+        # The claim reads the open slots in hand-out order and stops at the first one; a
+        # partial index holds only open slots, so a claim or a submit (a task leaving
+        # "open") adds no entry to it, and it does not grow with the work done. Leases
+        # likewise, for the expiry checks. Statements that should use them name the status
+        # as a literal (annotations.prepared.literal): a partial index cannot serve a
+        # parameter.
         indexes = [
-            models.Index(fields=["round", "status", "slot", "priority"], name="task_claim_idx"),
+            models.Index(
+                fields=["round", "slot", "priority", "id"],
+                condition=Q(status=TaskStatus.OPEN),
+                name="task_open_idx",
+            ),
+            models.Index(
+                fields=["round", "lease_expires_at"],
+                condition=Q(status=TaskStatus.LEASED),
+                name="task_leased_idx",
+            ),
             models.Index(fields=["round", "expert", "status"], name="task_expert_idx"),
         ]
 

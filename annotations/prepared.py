@@ -144,9 +144,9 @@ class Statement:
         self.name = f"fs_{next(_names)}"
         self.params = list(dict.fromkeys(_PARAM.findall(sql)))
         position = {name: n + 1 for n, name in enumerate(self.params)}
-        self.prepare_sql = f"PREPARE {self.name} AS " + _PARAM.sub(
-            lambda m: f"${position[m[1]]}", sql
-        )
+        # The statement with PostgreSQL's $1, $2 ... in the order of ``params``.
+        self.positional_sql = _PARAM.sub(lambda m: f"${position[m[1]]}", sql)
+        self.prepare_sql = f"PREPARE {self.name} AS {self.positional_sql}"
         placeholders = ", ".join(["%s"] * len(self.params))
         self.execute_sql = (
             f"EXECUTE {self.name}({placeholders})" if self.params else (f"EXECUTE {self.name}")

@@ -9,7 +9,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connections
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 
 from annotations.models import (
     Dataset,
@@ -179,12 +179,11 @@ def open_slots_for_expert(*, review_round, expert) -> QuerySet:
     claim in ``services.reviews`` runs the same selection as hand-written SQL."""
     from annotations.models import ReviewTask, TaskSkip, TaskStatus
 
-    had = ReviewTask.objects.filter(round=review_round, expert=expert).values("instance_id")
-    skipped = TaskSkip.objects.filter(round=review_round, expert=expert).values("instance_id")
+    same_instance = {"round": review_round, "instance_id": OuterRef("instance_id")}
     return (
         ReviewTask.objects.filter(round=review_round, status=TaskStatus.OPEN)
-        .exclude(instance_id__in=had)
-        .exclude(instance_id__in=skipped)
+        .exclude(Exists(ReviewTask.objects.filter(expert=expert, **same_instance)))
+        .exclude(Exists(TaskSkip.objects.filter(expert=expert, **same_instance)))
     )
 
 

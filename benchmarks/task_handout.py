@@ -4,7 +4,7 @@ Run from the repository root (needs PostgreSQL on 127.0.0.1:5432 with trust auth
 ``postgres`` user; nothing else is touched)::
 
     .venv/bin/python benchmarks/task_handout.py --quick     # 10 s per phase, ~1-2 min in all
-    .venv/bin/python benchmarks/task_handout.py             # 100k tasks, 50 experts; ~3 min
+    .venv/bin/python benchmarks/task_handout.py             # 100k tasks, 50 experts; ~3.5 min
 
 What it does:
 
@@ -41,6 +41,11 @@ What it does:
    - **paced** (``--seconds``, 60): the experts together send ``--rate`` requests/s (275, 10 %
      over the 250 target), each expert's cycles a Poisson process. This is the target: 50
      experts served 250 requests/s with next-task p99 under 50 ms.
+   - **headroom** (``--headroom-seconds``, 30): paced again at ``--headroom`` (1.5) times
+     ``--rate``. This machine's speed drifts by up to 2x within minutes, so a pass at 275
+     alone says little about the next run; a p99 under 50 ms at 1.5x says the target holds
+     with that much to spare. Its figures are under ``headroom`` and ``phases``; the
+     targets are judged on the paced phase.
 
 5. Checks the database for duplicate hand-outs after each phase: a (round, instance, expert)
    held twice, a task with more than one review, an instance with more leased/submitted slots
@@ -1110,6 +1115,15 @@ def main() -> None:
         default=DEFAULT_RATE,
         help=f"paced phase: N requests/s from all experts together ({DEFAULT_RATE:g}); 0 skips it",
     )
+    parser.add_argument(
+        "--headroom",
+        type=float,
+        default=1.5,
+        help="a third phase paced at this multiple of --rate (1.5); 0 skips it",
+    )
+    parser.add_argument(
+        "--headroom-seconds", type=float, default=None, help="headroom phase (30; 10 quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="10 s per phase")
     parser.add_argument("--no-analyze", dest="analyze", action="store_false")
     parser.add_argument(
@@ -1123,6 +1137,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.seconds is None:
         args.seconds = 10.0 if args.quick else 60.0
+    if args.headroom_seconds is None:
+        args.headroom_seconds = 10.0 if args.quick else 30.0
     if args.saturation_seconds is None:
         args.saturation_seconds = 10.0 if args.quick else 30.0
     if args.warmup is None:
@@ -1219,6 +1235,8 @@ def main() -> None:
             phases.append(Phase("saturated", None, args.saturation_seconds))
         if args.rate > 0:
             phases.append(Phase("paced", args.rate, args.seconds))
+            if args.headroom > 0 and args.headroom_seconds > 0:
+                phases.append(Phase("headroom", args.rate * args.headroom, args.headroom_seconds))
         figures: dict[str, dict] = {}
         server_log = ""
         autovacuum = _autovacuum_on()
@@ -1295,6 +1313,13 @@ def main() -> None:
                 f"at {args.rate:g} requests/s offered: {f['requests_per_s']} served, next p99 "
                 f"{f['next_p99_ms']} ms, submit p99 {f['submit_p99_ms']} ms"
             )
+        if "headroom" in figures:
+            h = figures["headroom"]
+            print(
+                f"headroom: at {h['rate']:g} requests/s offered ({args.headroom:g}x): "
+                f"{h['requests_per_s']} served, next p99 {h['next_p99_ms']} ms, submit p99 "
+                f"{h['submit_p99_ms']} ms"
+            )
         print(
             "targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items())
         )
@@ -1310,6 +1335,16 @@ def main() -> None:
             "measured_in": "paced" if "paced" in figures else "saturated",
             "rate": args.rate or None,
             "capacity_requests_per_s": figures.get("saturated", {}).get("requests_per_s"),
+            # The same targets at a higher offered rate: how much slack the paced figures have
+            # on a machine whose speed drifts.
+            "headroom": (
+                {
+                    k: figures["headroom"][k]
+                    for k in ("rate", "requests_per_s", "next_p99_ms", "submit_p99_ms")
+                }
+                if "headroom" in figures
+                else None
+            ),
             "targets": {k: bool(v) for k, v in targets.items()},
             "phases": figures,
             "tasks": seeded.tasks,

@@ -444,23 +444,25 @@ class ReviewTask(models.Model):
                 condition=Q(expert__isnull=False),
                 name="task_unique_expert_instance",
             ),
+            # One live lease per expert and round: two "next" calls at once (a double click,
+            # a retry) give the expert one task, not two. It also serves the lease checks
+            # (expiry, "any slot still leased"), as the leases of a round are few.
+            models.UniqueConstraint(
+                fields=["round", "expert"],
+                condition=Q(status=TaskStatus.LEASED),
+                name="task_one_lease_per_expert",
+            ),
         ]
         # The claim reads the open slots in hand-out order and stops at the first one; a
         # partial index holds only open slots, so a claim or a submit (a task leaving
-        # "open") adds no entry to it, and it does not grow with the work done. Leases
-        # likewise, for the expiry checks. Statements that should use them name the status
-        # as a literal (annotations.prepared.literal): a partial index cannot serve a
-        # parameter.
+        # "open") adds no entry to it, and it does not grow with the work done. Statements
+        # that should use a partial index or constraint name the status as a literal
+        # (annotations.prepared.literal): a partial index cannot serve a parameter.
         indexes = [
             models.Index(
                 fields=["round", "slot", "priority", "id"],
                 condition=Q(status=TaskStatus.OPEN),
                 name="task_open_idx",
-            ),
-            models.Index(
-                fields=["round", "lease_expires_at"],
-                condition=Q(status=TaskStatus.LEASED),
-                name="task_leased_idx",
             ),
             models.Index(fields=["round", "expert", "status"], name="task_expert_idx"),
         ]

@@ -309,9 +309,16 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
         )
         if task_id is not None:
             return _loaded(task_id, review_round, expert)
-        # Nothing claimed: either nothing is left, or every candidate was locked by another
-        # expert's claim at that instant (skipped, not waited for), or this expert claimed a
-        # slot of the same instance in a parallel request. Only the first ends the search.
+        # Nothing claimed. A parallel request of this expert (a double click, a retry) took
+        # their one lease (task_one_lease_per_expert): answer with that task, so both
+        # requests get the same one. Otherwise every candidate was locked by another
+        # expert's claim at that instant (skipped, not waited for): try again; or nothing
+        # is left.
+        own_id = selectors.lease_state(
+            round_id=review_round.pk, expert_id=expert.pk, now=now
+        ).own_task_id
+        if own_id is not None:
+            return _loaded(own_id, review_round, expert)
         if not selectors.open_slots_for_expert(review_round=review_round, expert=expert).exists():
             return None
     raise Conflict("Too many experts asked at once; ask again.")
@@ -380,7 +387,8 @@ def _claim(*, round_id: int, expert_id: int, now: datetime, lease_until: datetim
             statement.execute(cursor, params)
             row = cursor.fetchone()
     except IntegrityError:
-        # The same expert claimed a slot of this instance in a parallel request.
+        # A parallel request of the same expert leased them a task first (one lease per
+        # expert and round), or a slot of this instance.
         return None
     return row[0] if row else None
 
@@ -841,7 +849,7 @@ def _slots_left_sql(vendor: str) -> Statement:
 def round_check_complete(*, round_id: int) -> bool:
     """Tell the round's scientist once when every slot is submitted. Runs after every
     verdict whose task leaves no slot open: one prepared statement, which stops at the first
-    open slot (``task_open_idx``) or lease (``task_leased_idx``)."""
+    open slot (``task_open_idx``) or lease (``task_one_lease_per_expert``)."""
     connection = transaction.get_connection()
     with connection.cursor() as cursor:
         _slots_left_sql(connection.vendor).execute(

@@ -9,7 +9,7 @@ from django.db import connection
 
 from annotations.models import Review, ReviewTask
 from annotations.services import reviews
-from tests.annotations.review_fixtures import build_world
+from tests.annotations.review_fixtures import build_world, make_round
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -188,3 +188,29 @@ def test_simultaneous_submits_of_one_task_make_one_review(media_root, same_key):
     review = Review.objects.get(task_id=task_id)
     assert review.version == 1
     assert review.submitted_at is not None
+
+
+def test_one_expert_asking_several_times_at_once_gets_one_task(media_root):
+    """A double-clicked "next" (or a client retrying while its first call is in flight)
+    sends several claims of one expert at once: each answers with the same task, and the
+    expert holds one lease (task_one_lease_per_expert), not one per request."""
+    world = build_world(n=12, experts=1, slug="double")
+    review_round = make_round(world, overlap=1)
+    expert = world.experts[0]
+    got: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def ask(_: int) -> None:
+        client = world.client(expert)
+        start.wait()
+        response = client.post(f"/api/rounds/{review_round.pk}/tasks/next")
+        with lock:
+            got.append((response.status_code, response.json()["id"]))
+
+    errors = _run_threads(ask, [(n,) for n in range(6)])
+    assert not errors, errors
+    assert {code for code, _ in got} == {200}
+    assert len({task_id for _, task_id in got}) == 1, got
+    leased = ReviewTask.objects.filter(round=review_round, expert=expert, status="leased")
+    assert list(leased.values_list("id", flat=True)) == [got[0][1]]

@@ -1,0 +1,114 @@
+"""Data steps of migrations, run on the models as they stood before them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BEFORE = [("annotations", "0004_reviewtask_autovacuum")]
+AFTER = [("annotations", "0005_reviewtask_partial_indexes")]
+
+
+def _migrate(targets):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+def test_extra_leases_of_one_expert_go_back_to_the_pool_keeping_their_work():
+    """Before 0005 one expert could hold several leases in a round; 0005 keeps the latest and
+    releases the others as expiry would: a started expectation moves to the draft, a revealed
+    instance of a blind-first round is not offered to them again, the lapse is recorded."""
+    apps = _migrate(BEFORE)
+    try:
+        User = apps.get_model("auth", "User")
+        Project = apps.get_model("annotations", "Project")
+        Dataset = apps.get_model("annotations", "Dataset")
+        Instance = apps.get_model("annotations", "Instance")
+        ModelVersion = apps.get_model("annotations", "ModelVersion")
+        ReviewRound = apps.get_model("annotations", "ReviewRound")
+        ReviewTask = apps.get_model("annotations", "ReviewTask")
+        Review = apps.get_model("annotations", "Review")
+
+        expert = User.objects.create(username="double-leased")
+        other = User.objects.create(username="single-leased")
+        project = Project.objects.create(name="p", slug="p", labels=["cat", "dog"])
+        dataset = Dataset.objects.create(project=project, name="d")
+        mv = ModelVersion.objects.create(project=project, version=1, name="m", kind="architecture")
+        review_round = ReviewRound.objects.create(
+            project=project, model_version=mv, name="r", blind_first=True
+        )
+        now = timezone.now()
+        tasks = []
+        for i in range(4):
+            instance = Instance.objects.create(
+                project=project,
+                dataset=dataset,
+                image=f"i{i}.png",
+                width=8,
+                height=8,
+                label="cat",
+                content_hash=f"h{i}",
+            )
+            tasks.append(ReviewTask.objects.create(round=review_round, instance=instance))
+        old_revealed, old_plain, latest, others = tasks
+        for task, expert_of, minutes_ago, revealed in (
+            (old_revealed, expert, 20, True),
+            (old_plain, expert, 10, False),
+            (latest, expert, 1, False),
+            (others, other, 5, False),
+        ):
+            ReviewTask.objects.filter(pk=task.pk).update(
+                status="leased",
+                expert=expert_of,
+                leased_at=now - timedelta(minutes=minutes_ago),
+                lease_expires_at=now + timedelta(minutes=30 - minutes_ago),
+                expectation_at=now if revealed else None,
+            )
+        Review.objects.create(
+            task_id=old_revealed.pk,
+            round=review_round,
+            instance_id=old_revealed.instance_id,
+            expert=expert,
+            expected_label="dog",
+            expected_confidence=4,
+            expectation_at=now,
+        )
+
+        apps = _migrate(AFTER)
+        ReviewTask = apps.get_model("annotations", "ReviewTask")
+        state = {
+            t.pk: (t.status, t.expert_id, t.expired_count)
+            for t in ReviewTask.objects.filter(round_id=review_round.pk)
+        }
+        assert state == {
+            old_revealed.pk: ("open", None, 1),
+            old_plain.pk: ("open", None, 1),
+            latest.pk: ("leased", expert.pk, 0),
+            others.pk: ("leased", other.pk, 0),
+        }
+        assert not apps.get_model("annotations", "Review").objects.exists()
+        draft = apps.get_model("annotations", "ReviewDraft").objects.get(expert_id=expert.pk)
+        assert draft.instance_id == old_revealed.instance_id
+        assert (draft.data["expected_label"], draft.data["expected_confidence"]) == ("dog", 4)
+        skips = apps.get_model("annotations", "TaskSkip").objects.values_list(
+            "instance_id", "expert_id"
+        )
+        assert list(skips) == [(old_revealed.instance_id, expert.pk)]
+        expiries = apps.get_model("annotations", "LeaseExpiry").objects.values_list(
+            "task_id", flat=True
+        )
+        assert sorted(expiries) == sorted([old_revealed.pk, old_plain.pk])
+    finally:
+        _migrate(executor_leaf_nodes())
+
+
+def executor_leaf_nodes():
+    return MigrationExecutor(connection).loader.graph.leaf_nodes()

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.chromium import CHROMIUM, CHROMIUM_FLAGS
 
 
 def login(page: Page, url: str, username: str) -> None:
@@ -50,7 +45,7 @@ def main() -> None:
     url = args.url.rstrip("/")
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
 
         expert = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
         login(expert, url, "expert")

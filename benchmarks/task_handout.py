@@ -60,7 +60,7 @@ What it does:
 7. Prints a summary per phase; the last line is JSON: the issue's keys (``next_p99_ms``,
    ``submit_p99_ms``, ``duplicates``, ``requests_per_s``, ...) from the paced phase (from the
    closed loop when it is the only one), ``capacity_requests_per_s``, ``targets``, and every
-   figure of both phases under ``phases``. ``submit_*`` percentiles are over single submit
+   figure of every phase under ``phases``. ``submit_*`` percentiles are over single submit
    requests (expectation and verdict pooled); ``expectation_*``/``verdict_*`` are separate
    and ``cycle_*`` is next + expectation + verdict of one task.
 

@@ -113,6 +113,9 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # Uploads land here before a worker imports them; it must be on storage the worker can read.
 UPLOAD_ROOT = Path(env.str("UPLOAD_ROOT", default=str(MEDIA_ROOT / "uploads")))
+# Workers read model files from a local path; with object storage (S3) each worker machine
+# keeps a copy here, fetched on first use.
+MODEL_CACHE_DIR = Path(env.str("MODEL_CACHE_DIR", default=str(VAR_DIR / "model-cache")))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import File
 from django.db import transaction
 from django.db.models import Max
@@ -163,12 +167,37 @@ def _spec_for(
     )
 
 
+def local_weights_path(model_version: ModelVersion) -> str:
+    """A local file holding the model version's weights, for the worker (PyTorch loads from
+    a path). On a filesystem storage, the stored file itself. On object storage (S3), which
+    has no local paths, a copy in ``MODEL_CACHE_DIR`` fetched on first use and kept: a
+    stored file never changes (a new upload gets a new name, so a new copy)."""
+    weights = model_version.weights
+    try:
+        return weights.path
+    except NotImplementedError:
+        pass
+    digest = hashlib.sha256(weights.name.encode()).hexdigest()[:16]
+    cache_dir = Path(settings.MODEL_CACHE_DIR)
+    target = cache_dir / f"{model_version.pk}-{digest}{Path(weights.name).suffix}"
+    if not target.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # Written beside it and renamed: a worker never reads a half-fetched file.
+        with (
+            tempfile.NamedTemporaryFile(dir=cache_dir, delete=False) as tmp,
+            weights.open("rb") as source,
+        ):
+            shutil.copyfileobj(source, tmp)
+        os.replace(tmp.name, target)
+    return str(target)
+
+
 def model_spec(model_version: ModelVersion) -> model_loading.ModelSpec:
     """The Django-free description of a stored model version, for the worker."""
     return _spec_for(
         model_version.kind,
         model_version.architecture,
-        model_version.weights.path,
+        local_weights_path(model_version),
         model_version.label_order,
         model_version,
     )

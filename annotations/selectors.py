@@ -26,7 +26,6 @@ from annotations.models import (
     TaskStatus,
 )
 from annotations.prepared import Joined, Statement, literal, names
-from explain_worker import methods
 
 
 def dataset_list(*, project: Project) -> QuerySet[Dataset]:
@@ -147,20 +146,11 @@ def instances_missing_explanations(
         predicted_label=Subquery(predicted)
     )
     target = params.get("target")
-    # Done means a map with the job's settings: one computed with others is done again.
-    # (Key by key: JSON equality of whole documents differs between databases.)
-    settings = {
-        f"params__{key}": value
-        for key, value in methods.result_params(
-            methods.AttributionConfig(**params["config"]).params()
-        ).items()
-    }
     done = Explanation.objects.filter(
         instance=OuterRef("pk"),
         model_version=model_version,
         method=params["method"],
         target=target if target is not None else OuterRef("predicted_label"),
-        **settings,
     )
     return qs.exclude(Exists(done)).order_by("id")
 

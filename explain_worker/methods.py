@@ -115,17 +115,6 @@ class AttributionConfig:
         return params
 
 
-# Settings that change how a map is computed but not what it is (memory use only).
-NOT_IN_RESULT = ("internal_batch_size",)
-
-
-def result_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The stored settings that define a map: two maps with the same are the same map, so
-    one may stand for the other; with different ones (Integrated Gradients steps, a Grad-CAM
-    layer, an occlusion window) they are different maps."""
-    return {k: v for k, v in params.items() if k not in NOT_IN_RESULT}
-
-
 def _check_int(field: str, value: object, low: int, high: int | None, what: str) -> None:
     # bool is an int subclass; True as a step count is always a caller bug.
     if not isinstance(value, int) or isinstance(value, bool):

@@ -136,11 +136,7 @@ def explanation_request(
         cached = Explanation.objects.filter(
             instance=instance, model_version=model_version, method=spec.method, target=target
         ).first()
-        # A map computed with other settings (say 16 steps where 64 are asked) is not the
-        # one asked for: it is computed again, and replaces it (one map per key).
-        if cached is not None and methods.result_params(cached.params) == methods.result_params(
-            spec.config.params()
-        ):
+        if cached is not None:
             return cached, None
     params = spec.job_params() | {"instance_ids": [instance.pk], "split": None}
     with transaction.atomic():
@@ -218,20 +214,8 @@ def explanations_write(
     """Store a batch of raw maps, given as (instance id, target class, encoded map).
 
     Paths are deterministic, so a batch redone after a crash overwrites its own files, and
-    rows are unique per key, so it adds no row twice. A map already stored for a key (one
-    computed with other settings) is replaced: its row takes the new settings, and its
-    rendered overlay and thumbnail, drawn from the old map, are deleted. Returns the number
-    of rows inserted.
+    rows are unique per key, so it adds no row twice. Returns the number of rows inserted.
     """
-    keys = {(instance_id, target) for instance_id, target, _ in items}
-    stale = Explanation.objects.filter(
-        model_version=model_version, method=method, instance_id__in={i for i, _ in keys}
-    ).values_list("instance_id", "target", "overlay", "thumbnail")
-    for instance_id, target, *renderings in stale:
-        if (instance_id, target) in keys:
-            for name in renderings:
-                if name:
-                    default_storage.delete(name)
     rows = []
     for instance_id, target, raw in items:
         name = _raw_name(model_version, method, target, instance_id)
@@ -249,12 +233,7 @@ def explanations_write(
         exp.raw.name = name
         rows.append(exp)
     before = Explanation.objects.filter(model_version=model_version, method=method).count()
-    Explanation.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["instance", "model_version", "method", "target"],
-        update_fields=["params", "signed", "raw", "overlay", "thumbnail"],
-    )
+    Explanation.objects.bulk_create(rows, ignore_conflicts=True)
     return Explanation.objects.filter(model_version=model_version, method=method).count() - before
 
 

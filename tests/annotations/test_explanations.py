@@ -5,7 +5,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from django.core.files.storage import default_storage
 from PIL import Image
 from rest_framework.test import APIClient
 
@@ -235,53 +234,3 @@ def test_progress_rate_and_eta_fields(setup):
     assert body["rate_per_s"] > 0
     assert body["eta_seconds"] is None  # finished
     assert np.isfinite(body["rate_per_s"])
-
-
-def test_a_map_with_other_settings_is_computed_again_and_replaces_the_old(setup):
-    """The cache is keyed by what defines the map: Integrated Gradients with 8 steps is not
-    the map of 4 steps, while another internal batch size (memory only) is the same map."""
-    project, mv, client = setup
-    instance = project.instances.first()
-    url = f"/api/model-versions/{mv.pk}/explanations/"
-
-    def ask(**settings):
-        body = {"instance": instance.pk, "method": "ig", **settings}
-        return client.post(url, body, format="json")
-
-    run(ask(n_steps=4).json()["id"])
-    four = ask(n_steps=4)
-    assert four.status_code == 200
-    overlay = client.get(four.json()["overlay_url"])  # rendered from the 4-step map
-    assert overlay.status_code == 200
-    old_overlay = Explanation.objects.get(pk=four.json()["id"]).overlay.name
-    assert ask(n_steps=4, internal_batch_size=2).status_code == 200  # the same map
-
-    eight = ask(n_steps=8)
-    assert eight.status_code == 202, "a 4-step map stood in for 8 steps"
-    assert run(eight.json()["id"]).status == JobStatus.SUCCEEDED
-    rows = Explanation.objects.filter(instance=instance, method="integrated_gradients")
-    assert rows.count() == 1
-    row = rows.get()
-    assert row.params["n_steps"] == 8
-    assert not row.overlay  # the renderings of the old map are gone
-    assert not row.thumbnail
-    assert not default_storage.exists(old_overlay)
-    assert ask(n_steps=8).status_code == 200
-
-
-def test_a_bulk_job_with_another_layer_redoes_the_maps(setup):
-    _, mv, client = setup
-    url = f"/api/model-versions/{mv.pk}/explain/"
-    run(client.post(url, {"method": "gradcam", "split": "train"}, format="json").json()["id"])
-    again = run(
-        client.post(url, {"method": "gradcam", "split": "train"}, format="json").json()["id"]
-    )
-    assert again.done == again.total == 9
-    other = client.post(
-        url, {"method": "gradcam", "split": "train", "layer": "features.block3"}, format="json"
-    )
-    job = run(other.json()["id"])
-    assert job.status == JobStatus.SUCCEEDED, job.error
-    rows = Explanation.objects.filter(model_version=mv, method="gradcam")
-    assert rows.count() == 9
-    assert set(rows.values_list("params__layer", flat=True)) == {"features.block3"}

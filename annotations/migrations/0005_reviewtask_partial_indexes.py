@@ -26,7 +26,8 @@ def release_extra_leases(apps, schema_editor):
     now = timezone.now()
     leased = ReviewTask.objects.filter(status="leased").select_related("round")
     held: set[tuple[int, int]] = set()
-    for task in leased.order_by("round_id", "expert_id", "-leased_at", "-id"):
+    latest_first = models.F("leased_at").desc(nulls_last=True)  # the same on both databases
+    for task in leased.order_by("round_id", "expert_id", latest_first, "-id"):
         key = (task.round_id, task.expert_id)
         if key not in held:
             held.add(key)  # the latest lease stays
@@ -41,9 +42,7 @@ def release_extra_leases(apps, schema_editor):
             draft.data = {**{f: getattr(review, f) for f in EXPECTATION_FIELDS}, **draft.data}
             draft.save()
             review.delete()
-        LeaseExpiry.objects.create(
-            task_id=task.pk, expert_id=task.expert_id, expired_at=task.lease_expires_at or now
-        )
+        LeaseExpiry.objects.create(task_id=task.pk, expert_id=task.expert_id, expired_at=now)
         if task.round.blind_first and task.expectation_at is not None:
             TaskSkip.objects.get_or_create(
                 round_id=task.round_id,

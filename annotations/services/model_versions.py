@@ -183,11 +183,15 @@ def local_weights_path(model_version: ModelVersion) -> str:
     if not target.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
         # Written beside it and renamed: a worker never reads a half-fetched file.
-        with (
-            tempfile.NamedTemporaryFile(dir=cache_dir, delete=False) as tmp,
-            weights.open("rb") as source,
-        ):
-            shutil.copyfileobj(source, tmp)
+        with tempfile.NamedTemporaryFile(dir=cache_dir, delete=False) as tmp:
+            try:
+                with weights.open("rb") as source:
+                    shutil.copyfileobj(source, tmp)
+                tmp.flush()
+                os.fchmod(tmp.fileno(), 0o644)  # not the temporary file's 0600
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
         os.replace(tmp.name, target)
     return str(target)
 

@@ -65,6 +65,7 @@ def test_predictions_maps_and_overlays_work_without_local_paths(object_storage, 
     # The worker loaded the weights from a local copy fetched from the storage.
     copies = list(object_storage.iterdir())
     assert len(copies) == 1
+    assert copies[0].stat().st_mode & 0o777 == 0o644  # readable by workers of other users
     with default_storage.open(mv.weights.name, "rb") as stored:
         assert copies[0].read_bytes() == stored.read()
 

@@ -148,6 +148,7 @@ def _explanation_of_prediction(model_version: ModelVersion, method: str | None) 
         instance_id=OuterRef("instance_id"),
         model_version=model_version,
         target=OuterRef("label"),
+        settings_key="",  # the default settings' map
     )
     if method:
         maps = maps.filter(method=method)
@@ -214,6 +215,7 @@ def instance_predictions(*, instance: Instance) -> list[Prediction]:
         instance_id=OuterRef("instance_id"),
         model_version_id=OuterRef("model_version_id"),
         target=OuterRef("label"),
+        settings_key="",
     )
     return list(
         Prediction.objects.filter(instance=instance)

@@ -211,7 +211,7 @@ class Prediction(models.Model):
 
 
 class Explanation(models.Model):
-    """An attribution map for (instance, model version, method, target class).
+    """An attribution map for (instance, model version, method, target class, settings).
 
     The raw map is stored as compressed float16 by the worker; the colour overlay and the
     thumbnail are rendered on first view and cached (rendering costs more than attributing,
@@ -226,6 +226,10 @@ class Explanation(models.Model):
     method = models.CharField(max_length=40)
     target = models.CharField(max_length=200)
     params = models.JSONField(default=dict, blank=True)
+    # "" for the method's default settings (the map review rounds show); else a digest of
+    # the settings that define the map (explain_worker.methods.settings_key), so a map
+    # with other settings is kept beside the default one, not in its place.
+    settings_key = models.CharField(max_length=32, blank=True, default="")
     raw = models.FileField(upload_to="explanations/", max_length=300)
     # True when negative values mean evidence against the target (IG, Occlusion).
     signed = models.BooleanField(default=False)
@@ -236,7 +240,7 @@ class Explanation(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["instance", "model_version", "method", "target"],
+                fields=["instance", "model_version", "method", "target", "settings_key"],
                 name="explanation_unique_key",
             )
         ]

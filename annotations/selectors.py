@@ -151,6 +151,7 @@ def instances_missing_explanations(
         model_version=model_version,
         method=params["method"],
         target=target if target is not None else OuterRef("predicted_label"),
+        settings_key=params.get("settings_key", ""),
     )
     return qs.exclude(Exists(done)).order_by("id")
 
@@ -453,6 +454,7 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         f"AND {j.column('ex', 'model_version')} = {j.column('r', 'model_version')} "
         f"AND {j.column('ex', 'method')} = {j.column('r', 'explanation_method')} "
         f"AND {j.column('ex', 'target')} = {j.column('pr', 'label')} "
+        f"AND {j.column('ex', 'settings_key')} = ''"  # the default settings' map
         f"WHERE {j.column('t', 'id')} = %(task)s{lock_clause}"
     )
     return j, Statement(sql)

@@ -5,6 +5,8 @@ the maps and re-exports these names."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +115,32 @@ class AttributionConfig:
         elif self.method == OCCLUSION:
             params.update(window=self.window, stride=self.stride, baseline="zero")
         return params
+
+
+# Settings that change how a map is computed, not what it is (memory use only).
+NOT_IN_RESULT = ("internal_batch_size",)
+
+
+def settings_key(params: dict[str, Any], default_layer: str | None = None) -> str:
+    """Which map of a method ``params`` (as ``AttributionConfig.params()`` stores them)
+    make: "" for the method's default settings (Grad-CAM: on ``default_layer``), which is
+    the map review rounds show; else a digest of the settings that define the map, so
+    maps with other settings (64 Integrated Gradients steps, another layer) are kept
+    beside it, never in its place."""
+    method = params.get("method", "")
+    if method not in METHODS:  # imported maps: one per key
+        return ""
+    default = AttributionConfig(
+        method=method, layer=default_layer if method == GRADCAM else None
+    ).params()
+
+    def result(p: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in p.items() if k not in NOT_IN_RESULT}
+
+    if result(params) == result(default):
+        return ""
+    text = json.dumps(result(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_int(field: str, value: object, low: int, high: int | None, what: str) -> None:

@@ -164,6 +164,7 @@ def saliency_explanation(task: ReviewTask, predicted: str | None) -> Explanation
             model_version_id=task.round.model_version_id,
             method=method,
             target=predicted,
+            settings_key="",  # the method's default settings, as rounds show
         )
         .order_by()
         .first()

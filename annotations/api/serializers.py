@@ -214,6 +214,7 @@ class ExplanationOutput(serializers.ModelSerializer):
             "method",
             "target",
             "params",
+            "settings_key",
             "signed",
             "created_at",
             "raw_url",

@@ -47,6 +47,8 @@ class ExplainSpec:
     config: methods.AttributionConfig
     # A class name, or None for "the class the model predicts for each instance".
     target: str | None
+    # Which map of the method these settings make ("" for the defaults, which rounds show).
+    settings_key: str = ""
 
     def job_params(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class ExplainSpec:
             # The constructor arguments, so the worker rebuilds exactly this config.
             "config": dataclasses.asdict(self.config),
             "target": self.target,
+            "settings_key": self.settings_key,
         }
 
 
@@ -100,7 +103,8 @@ def explain_spec(
             f"'{target}' is not a class of this model; use one of "
             f"{', '.join(model_version.label_order)}.",
         )
-    return ExplainSpec(method=canonical, config=config, target=target)
+    key = methods.settings_key(config.params(), model_version.default_layer or None)
+    return ExplainSpec(method=canonical, config=config, target=target, settings_key=key)
 
 
 def _unfinished_job(model_version: ModelVersion, params: dict[str, Any]) -> Job | None:
@@ -134,7 +138,11 @@ def explanation_request(
         )
     if target is not None:
         cached = Explanation.objects.filter(
-            instance=instance, model_version=model_version, method=spec.method, target=target
+            instance=instance,
+            model_version=model_version,
+            method=spec.method,
+            target=target,
+            settings_key=spec.settings_key,
         ).first()
         if cached is not None:
             return cached, None
@@ -199,8 +207,11 @@ def explanations_start(
     return job
 
 
-def _raw_name(mv: ModelVersion, method: str, target: str, instance_id: int) -> str:
-    return f"explanations/{mv.project_id}/{mv.pk}/{method}/{target}/{instance_id}.npz"
+def _raw_name(
+    mv: ModelVersion, method: str, target: str, instance_id: int, settings_key: str = ""
+) -> str:
+    tail = f"-{settings_key}" if settings_key else ""
+    return f"explanations/{mv.project_id}/{mv.pk}/{method}/{target}/{instance_id}{tail}.npz"
 
 
 def explanations_write(
@@ -210,6 +221,7 @@ def explanations_write(
     params: dict[str, Any],
     signed: bool,
     items: Sequence[tuple[int, str, bytes]],
+    settings_key: str = "",
 ) -> int:
     """Store a batch of raw maps, given as (instance id, target class, encoded map).
 
@@ -218,7 +230,7 @@ def explanations_write(
     """
     rows = []
     for instance_id, target, raw in items:
-        name = _raw_name(model_version, method, target, instance_id)
+        name = _raw_name(model_version, method, target, instance_id, settings_key)
         if default_storage.exists(name):
             default_storage.delete(name)
         default_storage.save(name, ContentFile(raw))
@@ -228,6 +240,7 @@ def explanations_write(
             method=method,
             target=target,
             params=params,
+            settings_key=settings_key,
             signed=signed,
         )
         exp.raw.name = name

@@ -148,10 +148,17 @@ VERDICT = {
 
 
 def add_explanation(
-    world: World, instance: Instance, values, *, method: str = "gradcam", signed: bool = False
+    world: World,
+    instance: Instance,
+    values,
+    *,
+    method: str = "gradcam",
+    signed: bool = False,
+    settings_key: str = "",
 ) -> Explanation:
     """Store ``values`` (a 2-D array) as the map of ``instance`` for its predicted class,
-    through the worker's own write path, so paths and rows are what a worker makes."""
+    through the worker's own write path, so paths and rows are what a worker makes.
+    ``settings_key``: "" for the method's default settings, else a map of other settings."""
     from annotations.services import explanations
 
     target = instance.predictions.get(model_version=world.mv).label
@@ -161,9 +168,14 @@ def add_explanation(
         params={},
         signed=signed,
         items=[(instance.pk, target, rendering.encode_raw(values))],
+        settings_key=settings_key,
     )
     return Explanation.objects.get(
-        instance=instance, model_version=world.mv, method=method, target=target
+        instance=instance,
+        model_version=world.mv,
+        method=method,
+        target=target,
+        settings_key=settings_key,
     )
 
 

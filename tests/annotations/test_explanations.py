@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from django.core.files.storage import default_storage
 from PIL import Image
 from rest_framework.test import APIClient
 
@@ -234,3 +235,61 @@ def test_progress_rate_and_eta_fields(setup):
     assert body["rate_per_s"] > 0
     assert body["eta_seconds"] is None  # finished
     assert np.isfinite(body["rate_per_s"])
+
+
+def test_maps_with_other_settings_are_kept_beside_the_default_one(setup):
+    """Integrated Gradients with 8 steps is not the map of the default 32, so it is computed
+    and kept beside it; the default map (which rounds show) is never replaced. Another
+    internal batch size (memory only) is the same map."""
+    project, mv, client = setup
+    instance = project.instances.first()
+    url = f"/api/model-versions/{mv.pk}/explanations/"
+
+    def ask(**settings):
+        body = {"instance": instance.pk, "method": "ig", **settings}
+        return client.post(url, body, format="json")
+
+    run(ask().json()["id"])
+    default = ask()
+    assert default.status_code == 200
+    assert default.json()["settings_key"] == ""
+    assert ask(n_steps=32, internal_batch_size=2).json()["id"] == default.json()["id"]
+    default_raw = Explanation.objects.get(pk=default.json()["id"]).raw.name
+
+    eight = ask(n_steps=8)
+    assert eight.status_code == 202, "the 32-step map stood in for 8 steps"
+    assert run(eight.json()["id"]).status == JobStatus.SUCCEEDED
+    again = ask(n_steps=8)
+    assert again.status_code == 200
+    assert again.json()["params"]["n_steps"] == 8
+    assert again.json()["settings_key"] not in ("", default.json()["settings_key"])
+    # The default map is untouched: same row, same file.
+    kept = ask()
+    assert kept.json()["id"] == default.json()["id"]
+    assert kept.json()["params"]["n_steps"] == 32
+    assert default_storage.exists(default_raw)
+    assert Explanation.objects.filter(instance=instance, method="integrated_gradients").count() == 2
+
+
+def test_bulk_jobs_with_other_settings_do_not_undo_each_other(setup):
+    _, mv, client = setup
+    url = f"/api/model-versions/{mv.pk}/explain/"
+
+    def job(**settings):
+        body = {"method": "gradcam", "split": "train", **settings}
+        return run(client.post(url, body, format="json").json()["id"])
+
+    job()
+    other = job(layer="features.block3")
+    assert other.status == JobStatus.SUCCEEDED, other.error
+    rows = Explanation.objects.filter(model_version=mv, method="gradcam")
+    assert rows.count() == 18  # 9 of each
+    assert sorted(set(rows.values_list("params__layer", flat=True))) == [
+        "features.block3",
+        "features.block4",
+    ]
+    # Each job again finds its own maps done and computes nothing.
+    for settings in ({}, {"layer": "features.block3"}):
+        again = job(**settings)
+        assert again.done == again.total == 9
+    assert rows.count() == 18

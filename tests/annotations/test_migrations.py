@@ -13,6 +13,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BEFORE = [("annotations", "0004_reviewtask_autovacuum")]
 AFTER = [("annotations", "0005_reviewtask_partial_indexes")]
+AFTER_0006 = [("annotations", "0006_explanation_settings_key")]
 
 
 def _migrate(targets):
@@ -112,3 +113,68 @@ def test_extra_leases_of_one_expert_go_back_to_the_pool_keeping_their_work():
 
 def executor_leaf_nodes():
     return MigrationExecutor(connection).loader.graph.leaf_nodes()
+
+
+def test_maps_stored_with_other_settings_are_keyed_by_them():
+    """0006: a map stored before with non-default settings gets their digest, so rounds stop
+    taking it for the default map; default-settings and imported maps keep the key ""."""
+    from explain_worker import methods
+
+    apps = _migrate([("annotations", "0005_reviewtask_partial_indexes")])
+    try:
+        Project = apps.get_model("annotations", "Project")
+        Dataset = apps.get_model("annotations", "Dataset")
+        Instance = apps.get_model("annotations", "Instance")
+        ModelVersion = apps.get_model("annotations", "ModelVersion")
+        Explanation = apps.get_model("annotations", "Explanation")
+        project = Project.objects.create(name="p", slug="p", labels=["cat", "dog"])
+        dataset = Dataset.objects.create(project=project, name="d")
+        mv = ModelVersion.objects.create(
+            project=project,
+            version=1,
+            name="m",
+            kind="architecture",
+            default_layer="features.block4",
+        )
+        stored = {
+            "ig-64": methods.AttributionConfig(method="ig", n_steps=64).params(),
+            "ig-default": methods.AttributionConfig(method="ig").params(),
+            "gradcam-default": methods.AttributionConfig(
+                method="gradcam", layer="features.block4"
+            ).params(),
+            "gradcam-block2": methods.AttributionConfig(
+                method="gradcam", layer="features.block2"
+            ).params(),
+            "imported": {},
+        }
+        ids = {}
+        for i, (name, params) in enumerate(stored.items()):
+            instance = Instance.objects.create(
+                project=project,
+                dataset=dataset,
+                image=f"i{i}.png",
+                width=8,
+                height=8,
+                label="cat",
+                content_hash=f"h{i}",
+            )
+            ids[name] = Explanation.objects.create(
+                instance=instance,
+                model_version=mv,
+                method=params.get("method", "imported"),
+                target="cat",
+                params=params,
+                raw=f"m{i}.npz",
+            ).pk
+
+        apps = _migrate(AFTER_0006)
+        keys = dict(
+            apps.get_model("annotations", "Explanation").objects.values_list("pk", "settings_key")
+        )
+        assert (
+            keys[ids["ig-default"]] == keys[ids["gradcam-default"]] == keys[ids["imported"]] == ""
+        )
+        assert len(keys[ids["ig-64"]]) == 16
+        assert keys[ids["gradcam-block2"]] not in ("", keys[ids["ig-64"]])
+    finally:
+        _migrate(executor_leaf_nodes())

@@ -26,6 +26,7 @@ from annotations.models import (
     TaskStatus,
 )
 from annotations.prepared import Joined, Statement, literal, names
+from explain_worker import methods
 
 
 def dataset_list(*, project: Project) -> QuerySet[Dataset]:
@@ -151,7 +152,10 @@ def instances_missing_explanations(
         model_version=model_version,
         method=params["method"],
         target=target if target is not None else OuterRef("predicted_label"),
-        settings_key=params.get("settings_key", ""),
+        settings_key=methods.settings_key(
+            methods.AttributionConfig(**params["config"]).params(),
+            model_version.default_layer or None,
+        ),
     )
     return qs.exclude(Exists(done)).order_by("id")
 
@@ -454,7 +458,7 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
         f"AND {j.column('ex', 'model_version')} = {j.column('r', 'model_version')} "
         f"AND {j.column('ex', 'method')} = {j.column('r', 'explanation_method')} "
         f"AND {j.column('ex', 'target')} = {j.column('pr', 'label')} "
-        f"AND {j.column('ex', 'settings_key')} = ''"  # the default settings' map
+        f"AND {j.column('ex', 'settings_key')} = '' "  # the default settings' map
         f"WHERE {j.column('t', 'id')} = %(task)s{lock_clause}"
     )
     return j, Statement(sql)

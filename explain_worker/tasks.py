@@ -115,7 +115,7 @@ def explanations_compute_chunk(*, job: Job, max_batches: int) -> bool:
             model_version=mv,
             method=config.method,
             params=config.params(),
-            settings_key=params.get("settings_key", ""),
+            settings_key=explanation_services.job_settings_key(mv, params),
             signed=config.signed,
             items=[
                 (iid, labels[int(t)], rendering.encode_raw(np.asarray(m)))

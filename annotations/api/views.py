@@ -245,7 +245,7 @@ class ExplanationListRequest(generics.ListAPIView):
     cached explanation, or 202 with the job computing it (ask again when it is done)."""
 
     serializer_class = s.ExplanationOutput
-    filterset_fields = ["method", "target", "instance"]
+    filterset_fields = ["method", "target", "instance", "settings_key"]
 
     def get_queryset(self):
         mv = access.access_model_version_by_id(self.request.user, self.kwargs["model_version_id"])

@@ -47,8 +47,6 @@ class ExplainSpec:
     config: methods.AttributionConfig
     # A class name, or None for "the class the model predicts for each instance".
     target: str | None
-    # Which map of the method these settings make ("" for the defaults, which rounds show).
-    settings_key: str = ""
 
     def job_params(self) -> dict[str, Any]:
         return {
@@ -56,8 +54,12 @@ class ExplainSpec:
             # The constructor arguments, so the worker rebuilds exactly this config.
             "config": dataclasses.asdict(self.config),
             "target": self.target,
-            "settings_key": self.settings_key,
         }
+
+    def settings_key(self, model_version: ModelVersion) -> str:
+        """Which map of the method these settings make ("" for the defaults, which rounds
+        show)."""
+        return job_settings_key(model_version, self.job_params())
 
 
 def explain_spec(
@@ -103,8 +105,14 @@ def explain_spec(
             f"'{target}' is not a class of this model; use one of "
             f"{', '.join(model_version.label_order)}.",
         )
-    key = methods.settings_key(config.params(), model_version.default_layer or None)
-    return ExplainSpec(method=canonical, config=config, target=target, settings_key=key)
+    return ExplainSpec(method=canonical, config=config, target=target)
+
+
+def job_settings_key(model_version: ModelVersion, params: dict[str, Any]) -> str:
+    """The ``settings_key`` of the maps an explanation job (its ``params``) makes, from the
+    job's own settings, so jobs queued before the key existed write under the right one."""
+    config = methods.AttributionConfig(**params["config"])
+    return methods.settings_key(config.params(), model_version.default_layer or None)
 
 
 def _unfinished_job(model_version: ModelVersion, params: dict[str, Any]) -> Job | None:
@@ -142,7 +150,7 @@ def explanation_request(
             model_version=model_version,
             method=spec.method,
             target=target,
-            settings_key=spec.settings_key,
+            settings_key=spec.settings_key(model_version),
         ).first()
         if cached is not None:
             return cached, None

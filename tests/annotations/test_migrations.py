@@ -115,9 +115,13 @@ def executor_leaf_nodes():
     return MigrationExecutor(connection).loader.graph.leaf_nodes()
 
 
-def test_maps_stored_with_other_settings_are_keyed_by_them():
-    """0006: a map stored before with non-default settings gets their digest, so rounds stop
-    taking it for the default map; default-settings and imported maps keep the key ""."""
+def test_maps_stored_with_other_settings_are_keyed_by_them(media_root):
+    """0006: a map stored before with non-default settings gets their digest, and its file
+    the digest in its name (so the default map, computed later, cannot overwrite it);
+    default-settings and imported maps keep the key "". Unapplied, the keyed maps go."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
     from explain_worker import methods
 
     apps = _migrate([("annotations", "0005_reviewtask_partial_indexes")])
@@ -164,7 +168,8 @@ def test_maps_stored_with_other_settings_are_keyed_by_them():
                 method=params.get("method", "imported"),
                 target="cat",
                 params=params,
-                raw=f"m{i}.npz",
+                raw=default_storage.save(f"explanations/m{i}.npz", ContentFile(name.encode())),
+                overlay=default_storage.save(f"explanations/m{i}.png", ContentFile(b"png")),
             ).pk
 
         apps = _migrate(AFTER_0006)
@@ -176,5 +181,17 @@ def test_maps_stored_with_other_settings_are_keyed_by_them():
         )
         assert len(keys[ids["ig-64"]]) == 16
         assert keys[ids["gradcam-block2"]] not in ("", keys[ids["ig-64"]])
+        moved = apps.get_model("annotations", "Explanation").objects.get(pk=ids["ig-64"])
+        assert moved.raw.name.endswith(f"-{keys[ids['ig-64']]}.npz")
+        assert default_storage.open(moved.raw.name).read() == b"ig-64"
+        assert not default_storage.exists("explanations/m0.npz")
+        assert not moved.overlay  # drawn again from the map on the next view
+        kept = apps.get_model("annotations", "Explanation").objects.get(pk=ids["ig-default"])
+        assert default_storage.open(kept.raw.name).read() == b"ig-default"
+
+        apps = _migrate([("annotations", "0005_reviewtask_partial_indexes")])
+        left = apps.get_model("annotations", "Explanation").objects.values_list("pk", flat=True)
+        assert sorted(left) == sorted(ids[n] for n in ("ig-default", "gradcam-default", "imported"))
+        assert not default_storage.exists(moved.raw.name)
     finally:
         _migrate(executor_leaf_nodes())

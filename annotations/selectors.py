@@ -130,6 +130,13 @@ def explanation_scope(*, model_version: ModelVersion, params: dict) -> QuerySet[
     return qs
 
 
+def explanation_settings_key(model_version: ModelVersion, config: methods.AttributionConfig) -> str:
+    """The ``settings_key`` of the maps ``config`` makes for ``model_version`` ("" for the
+    method's defaults, which rounds show); computed from a job's own settings, so jobs
+    queued before the key existed write under the right one."""
+    return methods.settings_key(config.params(), model_version.default_layer or None)
+
+
 def instances_missing_explanations(
     *, model_version: ModelVersion, params: dict
 ) -> QuerySet[Instance]:
@@ -152,9 +159,8 @@ def instances_missing_explanations(
         model_version=model_version,
         method=params["method"],
         target=target if target is not None else OuterRef("predicted_label"),
-        settings_key=methods.settings_key(
-            methods.AttributionConfig(**params["config"]).params(),
-            model_version.default_layer or None,
+        settings_key=explanation_settings_key(
+            model_version, methods.AttributionConfig(**params["config"])
         ),
     )
     return qs.exclude(Exists(done)).order_by("id")

@@ -115,7 +115,7 @@ def explanations_compute_chunk(*, job: Job, max_batches: int) -> bool:
             model_version=mv,
             method=config.method,
             params=config.params(),
-            settings_key=explanation_services.job_settings_key(mv, params),
+            settings_key=selectors.explanation_settings_key(mv, config),
             signed=config.signed,
             items=[
                 (iid, labels[int(t)], rendering.encode_raw(np.asarray(m)))

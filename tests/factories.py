@@ -93,6 +93,26 @@ def rooms_cnn_upload(num_classes: int = len(LABELS), name: str = "cnn.pt") -> io
     return buffer
 
 
+def register_rooms_cnn_here(project: Project, input_size: int = 32):
+    """Register an untrained RoomsCNN through the service (no HTTP); returns (model
+    version, the queued prediction job)."""
+    from django.core.files import File
+
+    return services.model_version_register(
+        project=project,
+        spec=services.ModelSpecInput(
+            name="cnn",
+            kind="architecture",
+            architecture="rooms_cnn",
+            input_size=input_size,
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+        ),
+        weights_file=File(rooms_cnn_upload(), name="cnn.pt"),
+        created_by=None,
+    )
+
+
 def register_rooms_cnn(client, project: Project, input_size: int = 24):
     """Register an untrained RoomsCNN through the API; returns the response."""
     return client.post(

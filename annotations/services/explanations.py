@@ -56,11 +56,6 @@ class ExplainSpec:
             "target": self.target,
         }
 
-    def settings_key(self, model_version: ModelVersion) -> str:
-        """Which map of the method these settings make ("" for the defaults, which rounds
-        show)."""
-        return job_settings_key(model_version, self.job_params())
-
 
 def explain_spec(
     *,
@@ -108,13 +103,6 @@ def explain_spec(
     return ExplainSpec(method=canonical, config=config, target=target)
 
 
-def job_settings_key(model_version: ModelVersion, params: dict[str, Any]) -> str:
-    """The ``settings_key`` of the maps an explanation job (its ``params``) makes, from the
-    job's own settings, so jobs queued before the key existed write under the right one."""
-    config = methods.AttributionConfig(**params["config"])
-    return methods.settings_key(config.params(), model_version.default_layer or None)
-
-
 def _unfinished_job(model_version: ModelVersion, params: dict[str, Any]) -> Job | None:
     for job in Job.objects.filter(
         model_version=model_version,
@@ -150,7 +138,7 @@ def explanation_request(
             model_version=model_version,
             method=spec.method,
             target=target,
-            settings_key=spec.settings_key(model_version),
+            settings_key=selectors.explanation_settings_key(model_version, spec.config),
         ).first()
         if cached is not None:
             return cached, None

@@ -4,17 +4,21 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from django.core.files.storage import default_storage
 from PIL import Image
 from rest_framework.test import APIClient
 
-from annotations import services
 from annotations.models import Explanation, Job, JobStatus, ModelVersion, Role
 from explain_worker import rendering
 from explain_worker import tasks as worker_tasks
-from explain_worker.rooms_cnn import RoomsCNN
-from tests.factories import LABELS, add_member, imagefolder_files, import_images, make_project
+from tests.factories import (
+    LABELS,
+    add_member,
+    imagefolder_files,
+    import_images,
+    make_project,
+    register_rooms_cnn_here,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -24,25 +28,7 @@ def setup(media_root, image_zip, settings):
     settings.EXPLAIN_BATCH_SIZE = 4
     project = make_project()
     import_images(project, image_zip(imagefolder_files(3)))
-    weights = io.BytesIO()
-    torch.save(RoomsCNN(num_classes=3).state_dict(), weights)
-    weights.seek(0)
-    weights.name = "w.pt"
-    from django.core.files import File
-
-    mv, predict_job = services.model_version_register(
-        project=project,
-        spec=services.ModelSpecInput(
-            name="cnn",
-            kind="architecture",
-            architecture="rooms_cnn",
-            input_size=32,
-            mean=[0.5] * 3,
-            std=[0.25] * 3,
-        ),
-        weights_file=File(weights, name="w.pt"),
-        created_by=None,
-    )
+    mv, predict_job = register_rooms_cnn_here(project)
     worker_tasks.run_job_here(predict_job.pk)
     client = APIClient()
     client.force_authenticate(project.memberships.get().user)

@@ -23,6 +23,31 @@ def _migrate(targets):
     return executor.loader.project_state(targets).apps
 
 
+def _project_with_instances(apps, n: int):
+    """A project, its model version and ``n`` instances, on a migration state's models."""
+    project = apps.get_model("annotations", "Project").objects.create(
+        name="p", slug="p", labels=["cat", "dog"]
+    )
+    dataset = apps.get_model("annotations", "Dataset").objects.create(project=project, name="d")
+    mv = apps.get_model("annotations", "ModelVersion").objects.create(
+        project=project, version=1, name="m", kind="architecture", default_layer="features.block4"
+    )
+    Instance = apps.get_model("annotations", "Instance")
+    instances = [
+        Instance.objects.create(
+            project=project,
+            dataset=dataset,
+            image=f"i{i}.png",
+            width=8,
+            height=8,
+            label="cat",
+            content_hash=f"h{i}",
+        )
+        for i in range(n)
+    ]
+    return project, mv, instances
+
+
 def test_extra_leases_of_one_expert_go_back_to_the_pool_keeping_their_work():
     """Before 0005 one expert could hold several leases in a round; 0005 keeps the latest and
     releases the others as expiry would: a started expectation moves to the draft, a revealed
@@ -30,35 +55,18 @@ def test_extra_leases_of_one_expert_go_back_to_the_pool_keeping_their_work():
     apps = _migrate(BEFORE)
     try:
         User = apps.get_model("auth", "User")
-        Project = apps.get_model("annotations", "Project")
-        Dataset = apps.get_model("annotations", "Dataset")
-        Instance = apps.get_model("annotations", "Instance")
-        ModelVersion = apps.get_model("annotations", "ModelVersion")
         ReviewRound = apps.get_model("annotations", "ReviewRound")
         ReviewTask = apps.get_model("annotations", "ReviewTask")
         Review = apps.get_model("annotations", "Review")
 
         expert = User.objects.create(username="double-leased")
         other = User.objects.create(username="single-leased")
-        project = Project.objects.create(name="p", slug="p", labels=["cat", "dog"])
-        dataset = Dataset.objects.create(project=project, name="d")
-        mv = ModelVersion.objects.create(project=project, version=1, name="m", kind="architecture")
+        project, mv, instances = _project_with_instances(apps, 4)
         review_round = ReviewRound.objects.create(
             project=project, model_version=mv, name="r", blind_first=True
         )
         now = timezone.now()
-        tasks = []
-        for i in range(4):
-            instance = Instance.objects.create(
-                project=project,
-                dataset=dataset,
-                image=f"i{i}.png",
-                width=8,
-                height=8,
-                label="cat",
-                content_hash=f"h{i}",
-            )
-            tasks.append(ReviewTask.objects.create(round=review_round, instance=instance))
+        tasks = [ReviewTask.objects.create(round=review_round, instance=i) for i in instances]
         old_revealed, old_plain, latest, others = tasks
         for task, expert_of, minutes_ago, revealed in (
             (old_revealed, expert, 20, True),
@@ -126,20 +134,7 @@ def test_maps_stored_with_other_settings_are_keyed_by_them(media_root):
 
     apps = _migrate([("annotations", "0005_reviewtask_partial_indexes")])
     try:
-        Project = apps.get_model("annotations", "Project")
-        Dataset = apps.get_model("annotations", "Dataset")
-        Instance = apps.get_model("annotations", "Instance")
-        ModelVersion = apps.get_model("annotations", "ModelVersion")
         Explanation = apps.get_model("annotations", "Explanation")
-        project = Project.objects.create(name="p", slug="p", labels=["cat", "dog"])
-        dataset = Dataset.objects.create(project=project, name="d")
-        mv = ModelVersion.objects.create(
-            project=project,
-            version=1,
-            name="m",
-            kind="architecture",
-            default_layer="features.block4",
-        )
         stored = {
             "ig-64": methods.AttributionConfig(method="ig", n_steps=64).params(),
             "ig-default": methods.AttributionConfig(method="ig").params(),
@@ -151,17 +146,9 @@ def test_maps_stored_with_other_settings_are_keyed_by_them(media_root):
             ).params(),
             "imported": {},
         }
+        _, mv, instances = _project_with_instances(apps, len(stored))
         ids = {}
-        for i, (name, params) in enumerate(stored.items()):
-            instance = Instance.objects.create(
-                project=project,
-                dataset=dataset,
-                image=f"i{i}.png",
-                width=8,
-                height=8,
-                label="cat",
-                content_hash=f"h{i}",
-            )
+        for i, ((name, params), instance) in enumerate(zip(stored.items(), instances, strict=True)):
             ids[name] = Explanation.objects.create(
                 instance=instance,
                 model_version=mv,

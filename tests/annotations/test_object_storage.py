@@ -8,15 +8,13 @@ import io
 import os
 
 import pytest
-from django.core.files import File
 from django.core.files.storage import InMemoryStorage, default_storage
 from PIL import Image
 from rest_framework.test import APIClient
 
-from annotations import services
 from annotations.models import Explanation, JobStatus
 from explain_worker import tasks as worker_tasks
-from tests.factories import imagefolder_files, import_images, make_project, rooms_cnn_upload
+from tests.factories import imagefolder_files, import_images, make_project, register_rooms_cnn_here
 
 pytestmark = pytest.mark.django_db
 
@@ -44,20 +42,7 @@ def object_storage(settings, media_root, tmp_path):
 def test_predictions_maps_and_overlays_work_without_local_paths(object_storage, image_zip):
     project = make_project()
     import_images(project, image_zip(imagefolder_files(2)))
-    upload = rooms_cnn_upload()
-    mv, predict_job = services.model_version_register(
-        project=project,
-        spec=services.ModelSpecInput(
-            name="cnn",
-            kind="architecture",
-            architecture="rooms_cnn",
-            input_size=32,
-            mean=[0.5] * 3,
-            std=[0.25] * 3,
-        ),
-        weights_file=File(upload, name="cnn.pt"),
-        created_by=None,
-    )
+    mv, predict_job = register_rooms_cnn_here(project)
     worker_tasks.run_job_here(predict_job.pk)
     predict_job.refresh_from_db()
     assert predict_job.status == JobStatus.SUCCEEDED, predict_job.error

@@ -15,7 +15,15 @@ from rest_framework.views import APIView
 from annotations import analysis, selectors, services
 from annotations import permissions as access
 from annotations.api import serializers as s
-from annotations.models import Instance, InstanceComment, Job, Prediction
+from annotations.models import (
+    Dataset,
+    Explanation,
+    Instance,
+    InstanceComment,
+    Job,
+    ModelVersion,
+    Prediction,
+)
 from annotations.services import comments as comment_services
 
 
@@ -54,6 +62,7 @@ class ProjectMembers(APIView):
 
 
 class DatasetList(generics.ListAPIView):
+    queryset = Dataset.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.DatasetOutput
     filterset_fields = ["name"]
 
@@ -94,6 +103,7 @@ class InstanceFilter(django_filters.FilterSet):
 
 
 class InstanceList(generics.ListAPIView):
+    queryset = Instance.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.InstanceOutput
     filterset_class = InstanceFilter
 
@@ -118,6 +128,7 @@ class InstanceImage(APIView):
 
 
 class ModelVersionListRegister(generics.ListAPIView):
+    queryset = ModelVersion.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.ModelVersionOutput
     filterset_fields = ["kind", "status"]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -204,6 +215,7 @@ class PredictionFilter(django_filters.FilterSet):
 
 
 class PredictionList(generics.ListAPIView):
+    queryset = Prediction.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.PredictionOutput
     filterset_class = PredictionFilter
 
@@ -213,6 +225,7 @@ class PredictionList(generics.ListAPIView):
 
 
 class JobList(generics.ListAPIView):
+    queryset = Job.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.JobOutput
     filterset_fields = ["kind", "status"]
 
@@ -244,6 +257,7 @@ class ExplanationListRequest(generics.ListAPIView):
     """GET: the model version's explanations. POST: one instance on demand: 200 with the
     cached explanation, or 202 with the job computing it (ask again when it is done)."""
 
+    queryset = Explanation.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.ExplanationOutput
     filterset_fields = ["method", "target", "instance", "settings_key"]
 
@@ -307,7 +321,10 @@ class ExplanationFile(APIView):
     """The raw map (.npz, float16 under key "attribution"), the overlay PNG with its legend,
     or the thumbnail. Overlay and thumbnail are rendered on first request and kept."""
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(
+        operation_id="explanations_file_retrieve",
+        responses={(200, "application/octet-stream"): bytes},
+    )
     def get(self, request: Request, explanation_id: int, kind: str) -> FileResponse:
         exp = access.access_explanation_by_id(request.user, explanation_id)
         if kind == "raw":
@@ -339,6 +356,7 @@ class InstanceComments(generics.ListAPIView):
     """GET: the instance's discussion thread, oldest first. POST: add a comment (400 naming
     ``body`` when it is empty or too long). Scientists and approvers."""
 
+    queryset = InstanceComment.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = InstanceCommentOutput
 
     def get_queryset(self):

@@ -16,7 +16,7 @@ from annotations import analysis, sampling, selectors
 from annotations import permissions as access
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent, request_transaction
-from annotations.models import Review, TaskStatus
+from annotations.models import Review, ReviewRound, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
 
@@ -32,6 +32,7 @@ def _users(usernames: list[str]) -> list:
 
 
 class RoundListCreate(generics.ListAPIView):
+    queryset = ReviewRound.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = rs.RoundOutput
     filterset_fields = ["status", "model_version"]
 
@@ -267,6 +268,7 @@ class ReviewFilter(django_filters.FilterSet):
 class ReviewList(generics.ListAPIView):
     """Reviews: an expert's own; every review of their projects for scientists and approvers."""
 
+    queryset = Review.objects.none()  # for the schema: get_queryset() needs a user
     serializer_class = rs.ReviewOutput
     filterset_class = ReviewFilter
 

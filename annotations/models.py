@@ -376,6 +376,10 @@ class ReviewRound(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="rounds")
     name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    # Names are free text a scientist writes ("test-split errors") and can tell an expert what
+    # to expect; in a blind-first round experts see a neutral title unless this is on.
+    show_name_to_experts = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=RoundStatus.choices, default=RoundStatus.OPEN)
     # The sampling strategy as given (see annotations/sampling.py) and what each part yielded.
     sampling = models.JSONField(default=dict)
@@ -400,6 +404,13 @@ class ReviewRound(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.model_version})"
+
+    def title_for(self, *, as_expert: bool) -> str:
+        """What to call the round for a viewer: experts of a blind-first round see a neutral
+        title ("Review round 12") unless the scientist chose to show the name."""
+        if as_expert and self.blind_first and not self.show_name_to_experts:
+            return f"Review round {self.pk}"
+        return self.name
 
 
 class TaskStatus(models.TextChoices):

@@ -9,6 +9,8 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
+from annotations import limits
+from annotations.api.strict import StrictInput
 from annotations.models import Explanation, Prediction, Question, Review, ReviewRound, ReviewTask
 from annotations.services import explanations
 from explain_worker import rendering
@@ -28,6 +30,10 @@ class RoundOutput(serializers.ModelSerializer):
         if self.context.get("expert_only"):
             for name in self.HIDDEN_FROM_EXPERTS:
                 data.pop(name, None)
+            # A name or description can say what the sample is ("test-split errors").
+            data["name"] = instance.title_for(as_expert=True)
+            if data["name"] != instance.name:
+                data["description"] = ""
         return data
 
     class Meta:
@@ -37,6 +43,8 @@ class RoundOutput(serializers.ModelSerializer):
             "project",
             "model_version",
             "name",
+            "description",
+            "show_name_to_experts",
             "status",
             "sampling",
             "sampling_counts",
@@ -52,12 +60,23 @@ class RoundOutput(serializers.ModelSerializer):
         ]
 
 
-class RoundInput(serializers.Serializer):
+class RoundInput(StrictInput):
     model_version = serializers.IntegerField()
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=limits.NAME)
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=limits.ROUND_DESCRIPTION
+    )
+    show_name_to_experts = serializers.BooleanField(
+        default=False,
+        help_text="In a blind-first round experts see a neutral title unless this is on: a "
+        "name like 'test-split errors' tells them what to expect.",
+    )
     sampling = serializers.JSONField(help_text="The sampling strategy (see the README).")
     experts = serializers.ListField(
-        child=serializers.CharField(), required=False, default=list, help_text="usernames"
+        child=serializers.CharField(max_length=150),
+        required=False,
+        default=list,
+        help_text="usernames",
     )
     overlap = serializers.IntegerField(default=1)
     due_at = serializers.DateTimeField(required=False, allow_null=True)
@@ -67,17 +86,17 @@ class RoundInput(serializers.Serializer):
     lease_seconds = serializers.IntegerField(required=False)
 
 
-class PreviewInput(serializers.Serializer):
+class PreviewInput(StrictInput):
     model_version = serializers.IntegerField()
     sampling = serializers.JSONField()
 
 
-class ExpertsInput(serializers.Serializer):
-    experts = serializers.ListField(child=serializers.CharField(), min_length=1)
+class ExpertsInput(StrictInput):
+    experts = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1)
 
 
-class SkipInput(serializers.Serializer):
-    reason = serializers.CharField(max_length=500)
+class SkipInput(StrictInput):
+    reason = serializers.CharField(max_length=limits.SKIP_REASON)
 
 
 class ReviewOutput(serializers.ModelSerializer):
@@ -176,7 +195,17 @@ def _saliency(task: ReviewTask, predicted: str | None, exp: Explanation | None) 
     if not method or predicted is None:
         return None
     if exp is None:
-        return {"method": method, "ready": False}
+        body: dict[str, Any] = {"method": method, "ready": False}
+        failed = explanations.saliency_failure(
+            model_version=task.round.model_version,
+            instance_id=task.instance_id,
+            split=task.instance.split,
+            method=method,
+        )
+        if failed:
+            # The page stops polling and says the map is unavailable; the verdict goes on.
+            body["failed"] = failed
+        return body
     return {
         "method": method,
         "ready": True,

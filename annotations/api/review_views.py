@@ -61,6 +61,8 @@ class RoundListCreate(generics.ListAPIView):
         review_round = review_services.round_create(
             model_version=mv,
             name=v["name"],
+            description=v["description"],
+            show_name_to_experts=v["show_name_to_experts"],
             sampling_strategy=v["sampling"],
             created_by=request.user,
             experts=_users(v["experts"]),

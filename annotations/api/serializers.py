@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
+from annotations import limits
+from annotations.api.strict import StrictInput
 from annotations.models import (
     Dataset,
     Explanation,
@@ -26,18 +28,22 @@ class ProjectOutput(serializers.ModelSerializer):
         fields = ["id", "name", "slug", "description", "labels", "concept_vocabulary", "created_at"]
 
 
-class ProjectInput(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+class ProjectInput(StrictInput):
+    name = serializers.CharField(max_length=limits.NAME)
     slug = serializers.SlugField(max_length=100, required=False, allow_blank=True)
-    description = serializers.CharField(required=False, allow_blank=True)
-    labels = serializers.ListField(child=serializers.CharField(max_length=200), min_length=2)
+    description = serializers.CharField(
+        required=False, allow_blank=True, max_length=limits.DESCRIPTION
+    )
+    labels = serializers.ListField(
+        child=serializers.CharField(max_length=limits.NAME), min_length=2
+    )
     concept_vocabulary = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False
+        child=serializers.CharField(max_length=limits.NAME), required=False
     )
 
 
-class MembershipInput(serializers.Serializer):
-    username = serializers.CharField()
+class MembershipInput(StrictInput):
+    username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=Role.choices)
 
 
@@ -49,8 +55,8 @@ class DatasetOutput(serializers.ModelSerializer):
         fields = ["id", "project", "name", "description", "instance_count", "created_at"]
 
 
-class DatasetImportInput(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+class DatasetImportInput(StrictInput):
+    name = serializers.CharField(max_length=limits.NAME)
     archive = serializers.FileField(help_text="A zip: ImageFolder layout, or images + manifest.")
     manifest = serializers.FileField(
         required=False, help_text="CSV or JSON manifest, if not inside the zip."
@@ -108,20 +114,26 @@ class ModelVersionOutput(serializers.ModelSerializer):
         ]
 
 
-class _ModelSpecFields(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+class _ModelSpecFields(StrictInput):
+    name = serializers.CharField(max_length=limits.NAME)
     input_size = serializers.IntegerField(min_value=8, max_value=1024, default=224)
     mean = serializers.ListField(child=serializers.FloatField(), default=[0.485, 0.456, 0.406])
     std = serializers.ListField(child=serializers.FloatField(), default=[0.229, 0.224, 0.225])
-    label_order = serializers.ListField(child=serializers.CharField(), required=False)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    label_order = serializers.ListField(
+        child=serializers.CharField(max_length=limits.NAME), required=False
+    )
+    notes = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=limits.DESCRIPTION
+    )
 
 
 class ModelRegisterInput(_ModelSpecFields):
     kind = serializers.ChoiceField(
         choices=[(ModelKind.ARCHITECTURE, "architecture"), (ModelKind.TORCHSCRIPT, "torchscript")]
     )
-    architecture = serializers.CharField(required=False, allow_blank=True, default="")
+    architecture = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=100
+    )
     weights = serializers.FileField(help_text="A state dict (.pt/.pth) or a TorchScript file.")
 
 
@@ -171,14 +183,16 @@ class JobOutput(serializers.ModelSerializer):
         return reverse("api-job-detail", args=[obj.pk])
 
 
-class ExplainSettings(serializers.Serializer):
+class ExplainSettings(StrictInput):
     """Method settings; which apply depends on the method (see the README)."""
 
     n_steps = serializers.IntegerField(required=False, help_text="IntegratedGradients steps")
     internal_batch_size = serializers.IntegerField(
         required=False, help_text="IntegratedGradients: scaled inputs per forward pass"
     )
-    layer = serializers.CharField(required=False, help_text="GradCAM target layer")
+    layer = serializers.CharField(
+        required=False, max_length=limits.NAME, help_text="GradCAM target layer"
+    )
     window = serializers.IntegerField(required=False, help_text="Occlusion window (px)")
     stride = serializers.IntegerField(required=False, help_text="Occlusion stride (px)")
 

@@ -57,6 +57,86 @@ class ExplainSpec:
         }
 
 
+IMPORTED = "imported"  # maps a team uploaded with a predictions-only version
+
+
+def method_refusal(model_version: ModelVersion, method: str) -> str | None:
+    """Why ``model_version`` cannot show maps of ``method`` (a canonical name, or
+    ``"imported"``), or None when it can.
+
+    - A predictions-only version has no model to run: only the maps imported with its
+      predictions (``"imported"``), and only when there are some.
+    - A TorchScript model is a compiled graph whose inner layers cannot be hooked, so
+      Grad-CAM (which observes a layer's activations and gradients) cannot run on it.
+    - Imported maps exist only for predictions-only versions.
+    """
+    if model_version.kind == ModelKind.PREDICTIONS_ONLY:
+        if method != IMPORTED:
+            return (
+                "This model version holds imported predictions only; there is no model to "
+                "compute maps with. Import its saliency maps with the predictions and choose "
+                f"'{IMPORTED}', or choose no saliency."
+            )
+        if not Explanation.objects.filter(model_version=model_version, method=IMPORTED).exists():
+            return (
+                "No saliency maps were imported with this version's predictions; import them "
+                "or choose no saliency."
+            )
+        return None
+    if method == IMPORTED:
+        return "Only predictions-only versions have imported maps; choose a method to compute."
+    if model_version.kind == ModelKind.TORCHSCRIPT and method == methods.GRADCAM:
+        return (
+            "Grad-CAM needs to observe a convolutional layer, and a TorchScript model's layers "
+            "cannot be observed; choose saliency, integrated_gradients or occlusion."
+        )
+    if method == methods.GRADCAM and not model_version.layer_names:
+        return "This model has no convolutional layer for Grad-CAM; choose another method."
+    return None
+
+
+def available_methods(model_version: ModelVersion) -> list[str]:
+    """The saliency methods ``model_version`` can show, best default first: what the
+    new-round form and the pages offer (Grad-CAM first where it works: coarse but the
+    easiest for an expert to read)."""
+    order = [methods.GRADCAM, methods.INTEGRATED_GRADIENTS, methods.SALIENCY, methods.OCCLUSION]
+    return [m for m in [IMPORTED, *order] if method_refusal(model_version, m) is None]
+
+
+def saliency_failure(
+    *, model_version: ModelVersion, instance_id: int, split: str, method: str
+) -> str | None:
+    """Why the default-settings map of ``method`` for this instance is missing, when the
+    newest explanation job that covers the instance with those settings failed; None while
+    one is queued or running (or none ever covered it). Only read when the map is missing,
+    so the experts' hot path pays for it only then."""
+    recent = (
+        Job.objects.filter(model_version_id=model_version.pk, kind=JobKind.EXPLAIN)
+        .filter(params__method=method)
+        .order_by("-created_at", "-id")
+        .values("status", "error", "params")[:50]
+    )
+    for job in recent:
+        params = job["params"] or {}
+        if params.get("target") is not None:
+            continue  # another target class ("why P and not Q") than the prediction
+        try:
+            config = methods.AttributionConfig(**(params.get("config") or {"method": method}))
+        except (methods.AttributionConfigError, TypeError):
+            continue
+        if selectors.explanation_settings_key(model_version, config) != "":
+            continue  # other settings make another map than the one rounds show
+        ids = params.get("instance_ids")
+        if ids is not None and instance_id not in ids:
+            continue
+        if params.get("split") and params["split"] != split:
+            continue
+        if job["status"] == JobStatus.FAILED:
+            return job["error"] or "The explanation job failed."
+        return None
+    return None
+
+
 def explain_spec(
     *,
     model_version: ModelVersion,
@@ -69,18 +149,18 @@ def explain_spec(
     Raises ValidationError naming the field: ``model_version`` (no model to explain),
     ``method``, ``target`` (not in the label set), ``layer`` (no such layer) or the setting.
     """
-    if model_version.kind == ModelKind.PREDICTIONS_ONLY:
-        raise field_error(
-            "model_version",
-            "This model version holds imported predictions only; there is no model to "
-            "explain. Import its saliency maps with the predictions instead.",
-        )
     params = dict(params or {})
     unknown = sorted(set(params) - set(PARAM_FIELDS))
     if unknown:
         raise field_error(unknown[0], f"Unknown setting; use {', '.join(PARAM_FIELDS)}.")
     try:
         canonical = methods.canonical_method(method)
+    except methods.AttributionConfigError as exc:
+        raise field_error("method", exc.message) from exc
+    refusal = method_refusal(model_version, canonical)
+    if refusal:
+        raise field_error("method", refusal)
+    try:
         config = methods.AttributionConfig(method=canonical, **params)
     except methods.AttributionConfigError as exc:
         raise field_error(exc.field, exc.message) from exc

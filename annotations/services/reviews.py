@@ -11,6 +11,7 @@ constraint on (round, instance, expert) backs "never the same instance twice to 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -25,7 +26,7 @@ from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
 
-from annotations import prepared, sampling, selectors
+from annotations import limits, prepared, sampling, selectors
 from annotations.models import (
     EXPECTATION_QUESTIONS,
     ErrorReason,
@@ -44,7 +45,7 @@ from annotations.models import (
     TaskStatus,
 )
 from annotations.prepared import Statement
-from annotations.services._errors import field_error
+from annotations.services._errors import check_text, field_error
 from explain_worker import methods
 
 logger = logging.getLogger(__name__)
@@ -88,21 +89,39 @@ def round_create(
     explanation_method: str = "gradcam",
     questions: Sequence[str] | None = None,
     lease_seconds: int | None = None,
+    description: str = "",
+    show_name_to_experts: bool = False,
+    now: datetime | None = None,
 ) -> ReviewRound:
     """Sample the instances, create ``overlap`` task slots for each, queue the saliency maps
-    the experts will see, and tell the experts. Raises ValidationError naming the field."""
+    the experts will see, and tell the experts. Raises ValidationError naming the field.
+
+    A round that cannot work is refused rather than created: more reviews per instance than
+    experts (no instance could ever be complete), a due date already past, a sample with no
+    instance, a saliency method the model version cannot show (see
+    ``explanations.method_refusal``)."""
+    from annotations.services import explanations
+
     project = model_version.project
     if not name.strip():
         raise field_error("name", "Give the round a name.")
+    check_text("name", name, limits.NAME)
+    check_text("description", description, limits.ROUND_DESCRIPTION)
     if not 1 <= overlap <= 20:
         raise field_error("overlap", "Reviews per instance must be between 1 and 20.")
+    if due_at is not None and due_at <= (now or timezone.now()):
+        raise field_error("due_at", "The due date is in the past; choose a later one.")
     if lease_seconds is not None and not 60 <= lease_seconds <= 24 * 3600:
         raise field_error("lease_seconds", "A lease lasts between 60 seconds and 24 hours.")
     if explanation_method:
-        try:
-            explanation_method = methods.canonical_method(explanation_method)
-        except methods.AttributionConfigError as exc:
-            raise field_error("explanation_method", exc.message) from exc
+        if explanation_method != explanations.IMPORTED:
+            try:
+                explanation_method = methods.canonical_method(explanation_method)
+            except methods.AttributionConfigError as exc:
+                raise field_error("explanation_method", exc.message) from exc
+        refusal = explanations.method_refusal(model_version, explanation_method)
+        if refusal:
+            raise field_error("explanation_method", refusal)
     chosen = _check_questions(questions if questions is not None else Question.values)
     _check_experts(project, experts)
     try:
@@ -114,11 +133,14 @@ def round_create(
         raise field_error(exc.field, exc.message) from exc
     if plan.total == 0:
         raise field_error("sampling", "The strategy selects no instance.")
+    _check_overlap(overlap, experts)
     with transaction.atomic():
         review_round = ReviewRound.objects.create(
             project=project,
             model_version=model_version,
             name=name,
+            description=description,
+            show_name_to_experts=show_name_to_experts,
             sampling=sampling_strategy,
             sampling_counts={"parts": plan.counts, "new": plan.new_counts, "total": plan.total},
             overlap=overlap,
@@ -141,9 +163,23 @@ def round_create(
         )
         ReviewTask.objects.bulk_create(tasks, batch_size=TASK_BULK_BATCH)
         round_add_experts(review_round=review_round, experts=experts)
-        if explanation_method and model_version.kind != "predictions_only":
+        if explanation_method and explanation_method != explanations.IMPORTED:
             _queue_saliency(review_round, [item.instance_id for item in plan.items], created_by)
     return review_round
+
+
+def _check_overlap(overlap: int, experts: Sequence[Any]) -> None:
+    """Each instance needs ``overlap`` different experts, so a round with fewer could never
+    be complete."""
+    count = len({u.pk for u in experts})
+    if overlap > count:
+        need = "1 expert" if overlap == 1 else f"{overlap} experts"
+        has = {0: "none", 1: "one"}.get(count, str(count))
+        raise field_error(
+            "overlap",
+            f"{overlap} review(s) per instance need at least {need} in the round; it has "
+            f"{has}. Choose more experts or fewer reviews per instance.",
+        )
 
 
 def _queue_saliency(review_round: ReviewRound, instance_ids: list[int], user: Any) -> None:
@@ -434,13 +470,12 @@ def task_skip(*, task: ReviewTask, expert: Any, reason: str) -> None:
     _own_task(task, expert)
     if task.status == TaskStatus.SUBMITTED:
         raise Conflict("This task was submitted already.")
-    if not reason.strip():
-        raise field_error("reason", "Say why you skip this task.")
+    check_text("reason", reason, limits.SKIP_REASON, required=True)
     TaskSkip.objects.get_or_create(
         round_id=task.round_id,
         instance_id=task.instance_id,
         expert=expert,
-        defaults={"reason": reason[:500]},
+        defaults={"reason": reason},
     )
     _release_unsubmitted_review(task.pk, expert.pk)
     ReviewTask.objects.filter(pk=task.pk, expert=expert).exclude(
@@ -462,6 +497,7 @@ def draft_save(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review
     _round_open(task)
     if task.status == TaskStatus.SUBMITTED:
         raise Conflict("This task was submitted already; edit the review instead.")
+    _check_draft(data)
     draft, _ = ReviewDraft.objects.update_or_create(
         round_id=task.round_id,
         instance_id=task.instance_id,
@@ -469,6 +505,30 @@ def draft_save(*, task: ReviewTask, expert: Any, data: dict[str, Any]) -> Review
         defaults={"data": data},
     )
     return draft
+
+
+def _check_draft(data: Any) -> None:
+    """A draft is any JSON object the page keeps, but it must come back exactly as sent: no
+    NUL character (PostgreSQL's jsonb refuses it) and a bounded size."""
+    if not isinstance(data, dict):
+        raise field_error("draft", "A draft is a JSON object.")
+    encoded = json.dumps(data, ensure_ascii=False)
+    if len(encoded.encode()) > limits.DRAFT_BYTES:
+        raise field_error(
+            "draft", f"A draft holds at most {limits.DRAFT_BYTES // 1024} KiB of JSON."
+        )
+    if _holds_nul(data):
+        raise field_error("draft", "Text may not contain the NUL character (\\x00).")
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def draft_for(task: ReviewTask, expert: Any) -> dict[str, Any]:
@@ -486,6 +546,10 @@ def draft_for(task: ReviewTask, expert: Any) -> dict[str, Any]:
 def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, Any]]:
     if not isinstance(regions, list):
         raise field_error("evidence", "Give a list of regions.")
+    if len(regions) > limits.EVIDENCE_REGIONS:
+        raise field_error(
+            "evidence", f"At most {limits.EVIDENCE_REGIONS} regions; this has {len(regions)}."
+        )
     clean = []
     for n, region in enumerate(regions):
         where = f"evidence[{n}]"
@@ -508,6 +572,10 @@ def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, A
                 "evidence",
                 f"{where}: a box has 2 points [[x0, y0], [x1, y1]], a polygon at least 3.",
             )
+        if len(points) > limits.EVIDENCE_POINTS:
+            raise field_error(
+                "evidence", f"{where}: at most {limits.EVIDENCE_POINTS} points a region."
+            )
         for x, y in points:
             if not (0 <= x <= width and 0 <= y <= height):
                 raise field_error(
@@ -515,8 +583,22 @@ def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, A
                     f"{where}: point ({x}, {y}) is outside the image ({width} x {height}).",
                 )
         item = {"type": region["type"], "points": [[float(x), float(y)] for x, y in points]}
-        if isinstance(region.get("concept"), str):
-            item["concept"] = region["concept"]
+        unknown = sorted(set(region) - {"type", "points", "concept"})
+        if unknown:
+            raise field_error(
+                "evidence",
+                f"{where}: unknown key '{unknown[0]}'; a region has type, points "
+                "and optionally concept.",
+            )
+        concept = region.get("concept")
+        if concept is not None:
+            if not isinstance(concept, str) or len(concept) > limits.REGION_CONCEPT:
+                raise field_error(
+                    "evidence",
+                    f"{where}: the concept must be text of at most {limits.REGION_CONCEPT} "
+                    "characters.",
+                )
+            item["concept"] = check_text("evidence", concept, limits.REGION_CONCEPT)
         clean.append(item)
     return clean
 
@@ -524,6 +606,52 @@ def _validate_regions(regions: Any, width: int, height: int) -> list[dict[str, A
 def _whole_number_in(value: Any, low: int, high: int) -> bool:
     # bool is an int subclass; True as a confidence is always a client bug.
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+# Which question each field of a submit answers; a field of a question the round does not
+# ask, or a field no submit has, is refused rather than silently dropped.
+_FIELD_QUESTION = {
+    "expected_label": Question.EXPECTED_LABEL,
+    "expected_confidence": Question.EXPECTED_CONFIDENCE,
+    "evidence": Question.EVIDENCE,
+    "concepts": Question.CONCEPTS,
+    "free_tags": Question.CONCEPTS,
+    "prediction_verdict": Question.PREDICTION_VERDICT,
+    "feature_verdict": Question.FEATURE_VERDICT,
+    "acceptable": Question.ACCEPTABILITY,
+    "severity": Question.ACCEPTABILITY,
+    "reason": Question.ACCEPTABILITY,
+    "comment": Question.COMMENT,
+}
+EXPECTATION_FIELDS = ("expected_label", "expected_confidence", "evidence", "concepts", "free_tags")
+VERDICT_FIELDS = ("prediction_verdict", "feature_verdict", "acceptable", "severity", "reason")
+VERDICT_FIELDS += ("comment",)
+
+
+def _check_fields(data: Any, allowed: Sequence[str], review_round: ReviewRound) -> None:
+    """Refuse what would otherwise be dropped without a word: a body that is not an object,
+    an unknown field (a typo like ``coment``), an answer to a question the round does not
+    ask, or an acceptability answer for a prediction not judged incorrect."""
+    if not isinstance(data, dict):
+        raise field_error("detail", "Send a JSON object.")
+    for key in data:
+        if key not in allowed:
+            raise field_error(key, f"Unknown field here; this request takes {', '.join(allowed)}.")
+        question = _FIELD_QUESTION.get(key)
+        value = data[key]
+        if question is None or value in (None, "", []):
+            continue
+        if question not in review_round.questions:
+            raise field_error(key, "This round does not ask this question; leave it out.")
+        verdict = data.get("prediction_verdict")
+        if (
+            question == Question.ACCEPTABILITY
+            and verdict in PredictionVerdict.values
+            and verdict != PredictionVerdict.INCORRECT
+        ):
+            raise field_error(
+                key, "Acceptability, severity and reason apply only to an incorrect prediction."
+            )
 
 
 def _expectation_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any]:
@@ -560,8 +688,19 @@ def _expectation_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any
         tags = data.get("free_tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
             raise field_error("free_tags", "Give a list of non-empty tags.")
+        if len(tags) > limits.FREE_TAGS:
+            raise field_error(
+                "free_tags", f"At most {limits.FREE_TAGS} tags; this has {len(tags)}."
+            )
+        for tag in tags:
+            if len(tag.strip()) > limits.FREE_TAG or "\x00" in tag:
+                raise field_error(
+                    "free_tags",
+                    f"The tag '{tag[:30]}…' is too long or holds a NUL character: at most "
+                    f"{limits.FREE_TAG} characters a tag. Nothing was saved.",
+                )
         fields["concepts"] = sorted(set(concepts))
-        fields["free_tags"] = sorted({t.strip()[:100] for t in tags})
+        fields["free_tags"] = sorted({t.strip() for t in tags})
     return fields
 
 
@@ -594,10 +733,7 @@ def _verdict_fields(task: ReviewTask, data: dict[str, Any]) -> dict[str, Any]:
     else:
         fields.update(acceptable=None, severity=None, reason="")
     if Question.COMMENT in asked:
-        comment = data.get("comment", "")
-        if not isinstance(comment, str):
-            raise field_error("comment", "The comment must be text.")
-        fields["comment"] = comment[:5000]
+        fields["comment"] = check_text("comment", data.get("comment", ""), limits.COMMENT)
     return fields
 
 
@@ -690,6 +826,7 @@ def _expectation_submit(
             "it can no longer change. Submit your verdict.",
             field="phase",
         )
+    _check_fields(data, EXPECTATION_FIELDS, task.round)
     fields = _expectation_fields(task, data)
     now = timezone.now()
     review = _review_upsert(task, expert, {"expectation_at": now, **fields}, locked=locked)
@@ -710,13 +847,30 @@ def verdict_submit(
 def _verdict_submit(task: ReviewTask, expert: Any, data: dict[str, Any], *, locked: bool) -> Review:
     task = _locked_live_task(task, expert, locked=locked)
     review_round = task.round
+    allowed = (*VERDICT_FIELDS, "client_seconds")
+    if not review_round.blind_first:
+        allowed += EXPECTATION_FIELDS  # may come with the verdict
     expectation: dict[str, Any] = {}
+    if (
+        task.expectation_at is None
+        and _has_expectation_questions(review_round)
+        and review_round.blind_first
+    ):
+        raise Conflict(
+            "This round is blind-first: submit your expectation before the verdict.",
+            field="phase",
+        )
+    if (
+        review_round.blind_first
+        and isinstance(data, dict)
+        and any(k in EXPECTATION_FIELDS for k in data)
+    ):
+        raise Conflict(
+            "Your expectation is in and, in a blind-first round, final; send only the verdict.",
+            field="phase",
+        )
+    _check_fields(data, allowed, review_round)
     if task.expectation_at is None and _has_expectation_questions(review_round):
-        if review_round.blind_first:
-            raise Conflict(
-                "This round is blind-first: submit your expectation before the verdict.",
-                field="phase",
-            )
         expectation = _expectation_fields(task, data) | {"expectation_at": timezone.now()}
     fields = _verdict_fields(task, data)
     now = timezone.now()
@@ -819,7 +973,18 @@ def review_edit(*, review: Review, expert: Any, data: dict[str, Any]) -> Review:
         raise Conflict("The round is closed; reviews can no longer change.")
     if review.submitted_at is None:
         raise Conflict("Submit the review before editing it.")
+    _check_fields(data, _VERSIONED_FIELDS, review.round)
     snapshot = {name: getattr(review, name) for name in _VERSIONED_FIELDS}
+    if review.round.blind_first:
+        # The expectation was given blind; once the model's view was shown it can only be
+        # rewritten with hindsight, and the export would call the rewrite "blind".
+        changed = [k for k in EXPECTATION_FIELDS if k in data and data[k] != snapshot[k]]
+        if changed:
+            raise Conflict(
+                f"In a blind-first round the expectation is final once the model's view was "
+                f"revealed; '{changed[0]}' cannot change. Only the verdict can be edited.",
+                field="phase",
+            )
     merged = snapshot | {k: v for k, v in data.items() if k in _VERSIONED_FIELDS}
     fields = {}
     if _has_expectation_questions(review.round):

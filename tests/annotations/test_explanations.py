@@ -191,7 +191,7 @@ def test_predictions_only_model_cannot_be_explained(setup):
         f"/api/model-versions/{mv.pk}/explain/", {"method": "saliency"}, format="json"
     )
     assert response.status_code == 400
-    assert "model_version" in response.json()
+    assert "predictions only" in response.json()["method"][0]
 
 
 def test_experts_and_strangers_cannot_request(setup):

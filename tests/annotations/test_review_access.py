@@ -180,7 +180,13 @@ def test_write_permission_matrix(two_projects, role):
     strategy = {"parts": [{"kind": "all_errors"}]}
     create = client.post(
         f"/api/projects/{own.project.pk}/rounds/",
-        {"model_version": own.mv.pk, "name": "x", "sampling": strategy, "explanation_method": ""},
+        {
+            "model_version": own.mv.pk,
+            "name": "x",
+            "sampling": strategy,
+            "explanation_method": "",
+            "experts": [own.experts[0].username],
+        },
         format="json",
     )
     expected_manage = {

@@ -76,6 +76,15 @@ def test_create_round_by_api_with_preview(world, django_capture_on_commit_callba
         ({"questions": ["mood"]}, "questions"),
         ({"explanation_method": "lime"}, "explanation_method"),
         ({"model_version": 999999}, "model_version"),
+        # Rounds that could never work (issue 15): more reviews per instance than experts,
+        # a due date already past, a sample with no instance.
+        ({"overlap": 3}, "overlap"),
+        ({"experts": [], "overlap": 1}, "overlap"),
+        ({"due_at": "2020-01-01T00:00:00Z"}, "due_at"),
+        ({"sampling": {"parts": [{"kind": "ids", "ids": []}]}}, "sampling"),
+        ({"name": "x" * 201}, "name"),
+        ({"description": "x" * 5001}, "description"),
+        ({"naem": "typo"}, "naem"),
     ],
 )
 def test_bad_round_input(world, body, field):
@@ -83,6 +92,7 @@ def test_bad_round_input(world, body, field):
         "model_version": world.mv.pk,
         "name": "r",
         "sampling": {"parts": [{"kind": "all_errors"}]},
+        "experts": [u.username for u in world.experts[:2]],
     }
     response = world.client(world.scientist).post(
         f"/api/projects/{world.project.pk}/rounds/", base | body, format="json"

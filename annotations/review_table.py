@@ -207,6 +207,73 @@ def attach_saliency(
             )
 
 
+def instance_page_url(review: Review, filters: ReviewFilters) -> str:
+    """The instance page of a row, carrying the list it was opened from (the round and the
+    same filters and sort), so the instance page can offer previous and next in it."""
+    from django.urls import reverse
+
+    query = urlencode({"from": "round", "round": review.round_id, **filters.as_params()})
+    return f"{reverse('instance', args=[review.instance_id])}?{query}"
+
+
+def review_row(review: Review, filters: ReviewFilters) -> dict[str, Any]:
+    """One row as the JSON API gives it (and the CSV flattens): ``review`` comes from
+    ``round_reviews`` with ``attach_saliency`` applied."""
+    from django.urls import reverse
+
+    saliency = getattr(review, "saliency", None)
+    return {
+        "id": review.pk,
+        "task": review.task_id,
+        "instance": review.instance_id,
+        "expert": review.expert.username,
+        "true_label": review.instance.label,
+        "expected_label": review.expected_label,
+        "expected_confidence": review.expected_confidence,
+        "predicted_label": review.predicted_label,
+        "prediction_verdict": review.prediction_verdict,
+        "feature_verdict": review.feature_verdict,
+        "acceptable": review.acceptable,
+        "severity": review.severity,
+        "reason": review.reason,
+        "concepts": list(review.concepts or []),
+        "free_tags": list(review.free_tags or []),
+        "comment": review.comment,
+        "alignment": getattr(review, "alignment", None),
+        "server_seconds": review.server_seconds,
+        "client_seconds": review.client_seconds,
+        "submitted_at": review.submitted_at.isoformat() if review.submitted_at else None,
+        "image_url": reverse("api-instance-image", args=[review.instance_id]),
+        "saliency_thumbnail_url": reverse("api-explanation-file", args=[saliency.pk, "thumbnail"])
+        if saliency is not None
+        else None,
+        "instance_page_url": instance_page_url(review, filters),
+    }
+
+
+CSV_COLUMNS = (
+    *("review", "instance", "expert", "true_label", "expected_label", "expected_confidence"),
+    *("predicted_label", "prediction_verdict", "feature_verdict", "acceptable", "severity"),
+    *("reason", "concepts", "free_tags", "iou", "ground_truth_coverage", "saliency_coverage"),
+    *("server_seconds", "client_seconds", "submitted_at", "comment"),
+)
+
+
+def csv_values(row: dict[str, Any]) -> list[Any]:
+    """A ``review_row`` as the CSV's cells (``CSV_COLUMNS``): tags joined with "; ",
+    acceptable as yes/no, alignment as its three metrics, empty for None."""
+    alignment = row["alignment"] or {}
+    acceptable = {True: "yes", False: "no"}.get(row["acceptable"], "")
+    flat = row | {
+        "review": row["id"],
+        "acceptable": acceptable,
+        "concepts": "; ".join(row["concepts"]),
+        "free_tags": "; ".join(row["free_tags"]),
+        **{k: alignment.get(k) for k in ("iou", "ground_truth_coverage", "saliency_coverage")},
+    }
+    return ["" if flat[c] is None else flat[c] for c in CSV_COLUMNS]
+
+
 def in_chunks(reviews: Iterable[Review], size: int) -> Iterator[list[Review]]:
     chunk: list[Review] = []
     for review in reviews:

@@ -2,6 +2,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from annotations.api import review_table_views as rtv
 from annotations.api import review_views as rv
 from annotations.api import views
 
@@ -91,6 +92,16 @@ urlpatterns = [
     path("rounds/<int:round_id>/close/", rv.RoundClose.as_view(), name="api-round-close"),
     path("rounds/<int:round_id>/progress/", rv.RoundProgress.as_view(), name="api-round-progress"),
     path("rounds/<int:round_id>/export/", rv.RoundExport.as_view(), name="api-round-export"),
+    # A round's submitted reviews, filtered and sorted: JSON pages, or CSV (review_table_views).
+    path(
+        "rounds/<int:round_id>/reviews/", rtv.RoundReviewTable.as_view(), name="api-round-reviews"
+    ),
+    path(
+        "rounds/<int:round_id>/reviews.csv",
+        rtv.RoundReviewTable.as_view(),
+        {"format": "csv"},
+        name="api-round-reviews-csv",
+    ),
     path("rounds/<int:round_id>/tasks/next", rv.TaskNext.as_view(), name="api-task-next"),
     path("tasks/<int:task_id>/", rv.TaskDetail.as_view(), name="api-task-detail"),
     path("tasks/<int:task_id>/heartbeat", rv.TaskHeartbeat.as_view(), name="api-task-heartbeat"),
@@ -109,4 +120,5 @@ urlpatterns = [
     path("reviews/", rv.ReviewList.as_view(), name="api-reviews"),
     path("reviews/<int:review_id>/", rv.ReviewDetail.as_view(), name="api-review-detail"),
     path("jobs/<int:job_id>/", views.JobDetail.as_view(), name="api-job-detail"),
+    path("jobs/<int:job_id>/retry/", rtv.JobRetry.as_view(), name="api-job-retry"),
 ]

@@ -150,3 +150,46 @@ def jobs_requeue_orphaned(
     if requeued:
         logger.warning("re-queued jobs left by dead workers or lost messages: %s", requeued)
     return requeued
+
+
+# Jobs a retry may send again: compute that selects its remaining work by state, so a retry
+# computes only what is missing. An import is retried by uploading again (its upload may be
+# gone, and a file that failed the checks fails them again).
+RETRYABLE_KINDS = frozenset({JobKind.EXPLAIN, JobKind.PREDICT})
+
+
+def job_retry(*, job: Job, user: Any) -> Job:
+    """Queue a failed job again: status back to queued, its error, worker and finish time
+    cleared, and its task sent after commit through the same dispatch as the first time
+    (``JOB_TASKS``), so the worker picks up only the work still missing (maps or predictions
+    select their remaining instances by state).
+
+    Raises ``Conflict`` (409, field ``status``) for a job that has not failed, or whose kind
+    is not retried here. The state change is a conditional UPDATE, so two retries at once
+    send the task exactly once. Who may retry is the caller's check (scientists of the
+    project); ``user`` is logged. Returns the job as saved."""
+    from annotations.services.reviews import Conflict
+
+    if job.kind not in RETRYABLE_KINDS:
+        raise Conflict(
+            f"A {job.get_kind_display().lower()} job is not retried; upload the file again.",
+            field="status",
+        )
+    if job.status != JobStatus.FAILED:
+        raise Conflict(
+            f"Only a failed job can be retried; this one is {job.status}.", field="status"
+        )
+    with transaction.atomic():
+        claimed = Job.objects.filter(pk=job.pk, status=JobStatus.FAILED).update(
+            status=JobStatus.QUEUED,
+            error="",
+            worker="",
+            finished_at=None,
+            updated_at=timezone.now(),
+        )
+        if not claimed:
+            raise Conflict("This job was retried already.", field="status")
+        enqueue_on_commit(JOB_TASKS[job.kind], job.pk)
+    logger.info("job %s (%s) retried by %s", job.pk, job.kind, getattr(user, "pk", None))
+    job.refresh_from_db()
+    return job

@@ -3,6 +3,9 @@ field), the selector's filters and orders (stable tie-breaker), alignment for a 
 
 from __future__ import annotations
 
+import csv
+import io
+
 import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
@@ -180,3 +183,170 @@ def test_alignment_for_a_page_of_rows(world, media_root):
     # No map for the second instance: no alignment, and no error.
     assert rows[1].saliency is None
     assert rows[1].alignment is None
+
+
+# --- API: GET /api/rounds/{id}/reviews/ and reviews.csv ------------------------------------
+
+
+def api_rows(client, review_round, query: str = "") -> list[dict]:
+    response = client.get(f"/api/rounds/{review_round.pk}/reviews/?{query}")
+    assert response.status_code == 200, response.content
+    return response.json()["results"]
+
+
+def csv_rows(response) -> list[dict]:
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/csv")
+    assert response.streaming
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_api_filters_and_sorts(world, reviewed):
+    review_round, done = reviewed
+    client = world.client(world.scientist)
+    rows = api_rows(client, review_round, "sort=submitted")
+    assert [r["id"] for r in rows] == [r.pk for r in done]
+    first = rows[0]
+    assert first["expert"] == world.experts[0].username
+    assert first["prediction_verdict"] == "incorrect"
+    assert first["acceptable"] is False
+    assert first["severity"] == 3
+    assert first["concepts"] == ["fur"]
+    assert first["free_tags"] == ["whiskers"]
+    assert first["alignment"] is None  # the round shows no saliency
+    assert first["server_seconds"] is not None
+    assert first["instance_page_url"] == (
+        f"/instances/{done[0].instance_id}/?from=round&round={review_round.pk}&sort=submitted"
+    )
+    incorrect = api_rows(client, review_round, "verdict=incorrect&sort=-severity")
+    assert [r["id"] for r in incorrect] == [done[0].pk, done[2].pk]
+    assert all("verdict=incorrect" in r["instance_page_url"] for r in incorrect)
+    by_expert = api_rows(client, review_round, f"expert={world.experts[1].username}")
+    assert {r["expert"] for r in by_expert} == {world.experts[1].username}
+    assert len(by_expert) == 2
+
+
+def test_api_pages_of_fifty(settings):
+    world = build_world(n=60, experts=1)
+    review_round = make_round(world)
+    review_all(review_round, world, [CORRECT] * 55)
+    client = world.client(world.approver)
+    url = f"/api/rounds/{review_round.pk}/reviews/"
+    first = client.get(url, {"sort": "instance"}).json()
+    assert (first["count"], first["pages"], first["page"], len(first["results"])) == (55, 2, 1, 50)
+    assert first["previous"] is None
+    assert first["next"] == f"{url}?sort=instance&page=2"
+    second = client.get(first["next"]).json()
+    assert len(second["results"]) == 5
+    assert second["next"] is None
+    ids = [r["instance"] for r in first["results"] + second["results"]]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 55
+    for page in ("0", "3", "x"):
+        response = client.get(url, {"page": page})
+        assert response.status_code == 400
+        assert "page" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("verdict=wrong", "verdict"),
+        ("acceptable=maybe", "acceptable"),
+        ("expert=nobody", "expert"),
+        ("true_label=horse", "true_label"),
+        ("expected_label=horse", "expected_label"),
+        ("predicted_label=horse", "predicted_label"),
+        ("sort=colour", "sort"),
+    ],
+)
+@pytest.mark.parametrize("csv_format", [False, True])
+def test_api_bad_values_answer_400_naming_the_field(world, reviewed, query, field, csv_format):
+    review_round, _ = reviewed
+    client = world.client(world.scientist)
+    path = "reviews.csv" if csv_format else "reviews/"
+    response = client.get(f"/api/rounds/{review_round.pk}/{path}?{query}")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert list(response.json()) == [field]
+
+
+def test_csv_has_the_same_rows_as_the_json(world, media_root):
+    review_round = make_round_with_saliency(world)
+    done = review_all(review_round, world, [VERDICT, CORRECT, VERDICT | {"severity": 1}, CORRECT])
+    values = np.zeros((32, 32))
+    values[:16, :16] = 1.0
+    add_explanation(world, done[0].instance, values)
+    client = world.client(world.scientist)
+    for query in ("", "verdict=incorrect&sort=-severity", "acceptable=unanswered&sort=expert"):
+        rows = api_rows(client, review_round, query)
+        for url in (
+            f"/api/rounds/{review_round.pk}/reviews.csv?{query}",
+            f"/api/rounds/{review_round.pk}/reviews/?{query}&format=csv",
+        ):
+            response = client.get(url)
+            assert "attachment" in response["Content-Disposition"]
+            parsed = csv_rows(response)
+            assert [int(r["review"]) for r in parsed] == [r["id"] for r in rows]
+            for row, line in zip(rows, parsed, strict=True):
+                assert line["expert"] == row["expert"]
+                assert line["true_label"] == row["true_label"]
+                assert line["predicted_label"] == row["predicted_label"]
+                assert line["prediction_verdict"] == row["prediction_verdict"]
+                assert line["acceptable"] == {True: "yes", False: "no", None: ""}[row["acceptable"]]
+                assert line["severity"] == ("" if row["severity"] is None else str(row["severity"]))
+                assert line["concepts"].split("; ") == row["concepts"]
+                assert line["free_tags"].split("; ") == row["free_tags"]
+                iou = (row["alignment"] or {}).get("iou")
+                assert line["iou"] == ("" if iou is None else str(iou))
+    aligned = api_rows(client, review_round, "sort=submitted")[0]
+    assert aligned["alignment"]["iou"] > 0
+    assert aligned["saliency_thumbnail_url"].endswith("/thumbnail/")
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [("scientist", 200), ("approver", 200), ("expert", 403), ("viewer", 403), ("outsider", 404)],
+)
+@pytest.mark.parametrize("path", ["reviews/", "reviews.csv"])
+def test_api_roles(world, reviewed, role, status, path):
+    review_round, _ = reviewed
+    user = {
+        "scientist": world.scientist,
+        "approver": world.approver,
+        "expert": world.experts[0],
+        "viewer": world.viewer,
+        "outsider": build_world(n=1, experts=0, slug="cars").scientist,
+    }[role]
+    response = world.client(user).get(f"/api/rounds/{review_round.pk}/{path}")
+    assert response.status_code == status
+
+
+def test_api_anonymous_is_refused(reviewed):
+    review_round, _ = reviewed
+    from rest_framework.test import APIClient
+
+    response = APIClient().get(f"/api/rounds/{review_round.pk}/reviews/")
+    assert response.status_code in (401, 403)
+
+
+def test_api_query_count_does_not_grow_with_rows(django_assert_max_num_queries, media_root):
+    world = build_world(n=30, experts=3)
+    review_round = make_round_with_saliency(world)
+    done = review_all(review_round, world, [VERDICT, CORRECT] * 12)
+    for review in done[:10]:
+        add_explanation(world, review.instance, np.ones((32, 32)))
+    client = world.client(world.scientist)
+    url = f"/api/rounds/{review_round.pk}/reviews/"
+    # Round access, roles (access check, then is-expert-only), the expert filter's check,
+    # count, rows, the rows' maps.
+    with django_assert_max_num_queries(7):
+        response = client.get(url, {"expert": world.experts[0].username, "sort": "-time"})
+    assert len(response.json()["results"]) == 8
+    with django_assert_max_num_queries(6):
+        response = client.get(url)
+    assert len(response.json()["results"]) == 24
+    # The CSV: access, roles twice, the rows, one query for the maps of each chunk.
+    with django_assert_max_num_queries(5):
+        assert len(csv_rows(client.get(url, {"format": "csv"}))) == 24

@@ -15,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.forms import formset_factory
 
-from annotations import sampling
+from annotations import limits, sampling
 from annotations.models import ModelKind, ModelVersion, Project, Question, Role, Split
 
 # --- Mapping service errors onto forms ----------------------------------------------------
@@ -40,6 +40,27 @@ def add_service_errors(
             form.add_error(target if target in form.fields else None, message)
 
 
+def counted(field: forms.Field, limit: int) -> forms.Field:
+    """Give a text field the page's live counter (``frontend/static/frontend/limits.js``)
+    in place of the ``maxlength`` attribute Django adds, which makes a browser cut pasted
+    text silently; the form and the service still refuse longer text with a message."""
+    field.max_length = limit
+    field.widget.attrs.pop("maxlength", None)
+    field.widget.attrs["data-limit"] = str(limit)
+    return field
+
+
+class CountedForm(forms.Form):
+    """A form whose text fields with a ``max_length`` show a counter instead of a silent
+    ``maxlength`` (see ``counted``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            if isinstance(field, forms.CharField) and field.max_length:
+                counted(field, field.max_length)
+
+
 def _floats(text: str, field: str) -> list[float]:
     try:
         return [float(v) for v in re.split(r"[\s,]+", text.strip()) if v]
@@ -54,10 +75,10 @@ def _names(text: str) -> list[str]:
 # --- Project setup ------------------------------------------------------------------------
 
 
-class DatasetImportForm(forms.Form):
+class DatasetImportForm(CountedForm):
     """Same options as the API's DatasetImportInput."""
 
-    name = forms.CharField(max_length=200, label="Dataset name")
+    name = forms.CharField(max_length=limits.NAME, label="Dataset name")
     archive = forms.FileField(
         label="Zip archive", help_text="ImageFolder layout, or images with a manifest."
     )
@@ -85,10 +106,10 @@ class DatasetImportForm(forms.Form):
         return self.cleaned_data["on_error"] or "skip"
 
 
-class ModelSpecForm(forms.Form):
+class ModelSpecForm(CountedForm):
     """The preprocessing every model version carries (services.ModelSpecInput)."""
 
-    name = forms.CharField(max_length=200, label="Version name")
+    name = forms.CharField(max_length=limits.NAME, label="Version name")
     input_size = forms.IntegerField(initial=224, label="Input size (px, square)")
     mean = forms.CharField(initial="0.485, 0.456, 0.406", label="Mean (R, G, B)")
     std = forms.CharField(initial="0.229, 0.224, 0.225", label="Std (R, G, B)")
@@ -98,7 +119,9 @@ class ModelSpecForm(forms.Form):
         help_text="Class names in the order of the outputs, comma-separated; "
         "default: the project's order.",
     )
-    notes = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    notes = forms.CharField(
+        required=False, max_length=limits.DESCRIPTION, widget=forms.Textarea(attrs={"rows": 2})
+    )
 
     def clean_mean(self) -> list[float]:
         return _floats(self.cleaned_data["mean"], "mean")
@@ -243,19 +266,47 @@ DEFAULT_PARTS: list[dict[str, Any]] = [
     {"kind": "control", "n": 20},
 ]
 
-METHOD_CHOICES = [
-    ("gradcam", "Grad-CAM"),
-    ("saliency", "Saliency (input gradient)"),
-    ("integrated_gradients", "Integrated gradients"),
-    ("occlusion", "Occlusion"),
-    ("", "None: show no saliency"),
-]
+METHOD_LABELS = {
+    "gradcam": "Grad-CAM",
+    "saliency": "Saliency (input gradient)",
+    "integrated_gradients": "Integrated gradients",
+    "occlusion": "Occlusion",
+    "imported": "Imported with the predictions",
+}
+NO_SALIENCY = ("", "None: show no saliency")
 
 
-class RoundForm(forms.Form):
+def method_choices(model_version: ModelVersion | None) -> list[tuple[str, str]]:
+    """The saliency methods a round of ``model_version`` can show (a TorchScript model has
+    no Grad-CAM, a predictions-only version only its imported maps), best first, then
+    "None"."""
+    from annotations.services import explanations
+
+    names = explanations.available_methods(model_version) if model_version else []
+    return [(m, METHOD_LABELS.get(m, m)) for m in names] + [NO_SALIENCY]
+
+
+class RoundForm(CountedForm):
     """The round's settings besides the sampling parts (see services.reviews.round_create)."""
 
-    name = forms.CharField(max_length=200, label="Round name")
+    name = forms.CharField(max_length=limits.NAME, label="Round name")
+    description = forms.CharField(
+        required=False,
+        max_length=limits.ROUND_DESCRIPTION,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="For the team. In a blind-first round experts see it only with the name.",
+    )
+    show_name_to_experts = forms.BooleanField(
+        required=False,
+        initial=False,
+        label="Show the round's name to experts",
+        help_text=(
+            'Off: in a blind-first round experts see a neutral title ("Review round 12"), '
+            'because a name like "test-split errors" tells them the model was wrong before '
+            "they judge."
+        ),
+    )
     model_version = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), empty_label=None)
     split = forms.ChoiceField(
         required=False,
@@ -286,7 +337,7 @@ class RoundForm(forms.Form):
         help_text="Experts give their own label and evidence before they see the model's.",
     )
     explanation_method = forms.ChoiceField(
-        choices=METHOD_CHOICES, required=False, initial="gradcam", label="Saliency shown"
+        choices=[NO_SALIENCY], required=False, label="Saliency shown"
     )
     questions = forms.MultipleChoiceField(
         choices=Question.choices,
@@ -297,7 +348,24 @@ class RoundForm(forms.Form):
 
     def __init__(self, *args: Any, project: Project, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        versions = list(project.model_versions.order_by("-version"))
         self.fields["model_version"].queryset = project.model_versions.order_by("-version")
+        # Only the methods the chosen version can show; the page's script swaps the list
+        # when another version is picked (``method_choices_by_version``).
+        self.method_choices_by_version = {mv.pk: method_choices(mv) for mv in versions}
+        chosen = self.data.get("model_version") if self.is_bound else None
+        chosen = (
+            chosen or self.initial.get("model_version") or (versions[0].pk if versions else None)
+        )
+        try:
+            choices = self.method_choices_by_version.get(int(getattr(chosen, "pk", chosen)))
+        except (TypeError, ValueError):
+            choices = None
+        self.fields["explanation_method"].choices = choices or [NO_SALIENCY]
+        if not self.is_bound:
+            self.initial.setdefault(
+                "explanation_method", self.fields["explanation_method"].choices[0][0]
+            )
         # Only the project's experts can be put on a round (round_create checks it again).
         self.fields["experts"].queryset = (
             get_user_model()
@@ -359,10 +427,11 @@ def add_round_errors(
 # --- Instance page ------------------------------------------------------------------------
 
 
-class CommentForm(forms.Form):
+class CommentForm(CountedForm):
     # The length rule is the service's (services.comments); the form only carries the text.
     body = forms.CharField(
         required=False,
+        max_length=limits.INSTANCE_COMMENT,
         label="Add a comment",
         widget=forms.Textarea(attrs={"rows": 3}),
         strip=False,

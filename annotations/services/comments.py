@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from annotations import limits
 from annotations.models import Instance, InstanceComment
-from annotations.services._errors import field_error
+from annotations.services._errors import check_text, field_error
 
 # Long enough for a paragraph of reasoning with a pasted snippet, short enough that the
 # thread stays readable and nobody pastes a whole log into it.
-COMMENT_MAX_LENGTH = 5000
+COMMENT_MAX_LENGTH = limits.INSTANCE_COMMENT
 
 
 def comment_add(*, instance: Instance, author: Any, body: str) -> InstanceComment:
@@ -21,8 +22,5 @@ def comment_add(*, instance: Instance, author: Any, body: str) -> InstanceCommen
     text = (body or "").strip()
     if not text:
         raise field_error("body", "Write something before posting.")
-    if len(text) > COMMENT_MAX_LENGTH:
-        raise field_error(
-            "body", f"A comment holds at most {COMMENT_MAX_LENGTH} characters; got {len(text)}."
-        )
+    check_text("body", text, COMMENT_MAX_LENGTH)
     return InstanceComment.objects.create(instance=instance, author=author, body=text)

@@ -30,7 +30,14 @@ from explain_worker import rooms, rooms_cnn
 PROJECT_SLUG = "rooms"
 DATASET_NAME = "rooms"
 MODEL_NAME = "rooms-cnn"
-ROUND_NAME = "Demo round: test-split errors"
+# Neutral on purpose: a name like "test-split errors" told experts the images were the
+# model's mistakes before their blind judgement. What the round samples goes in its
+# description, which experts of a blind-first round do not see.
+ROUND_NAME = "Demo review round: rooms, test split"
+ROUND_DESCRIPTION = (
+    "Errors first (a quota per confused pair of classes and the confident errors), then a "
+    "control sample of correct predictions."
+)
 # What the demo round samples: the errors an expert should judge first, a quota per confused
 # pair, and correct predictions as a control (see annotations/sampling.py).
 ROUND_SAMPLING = {
@@ -126,6 +133,7 @@ def ensure_round(project: Project, log: Callable[[str], None] = print) -> Review
     review_round = review_services.round_create(
         model_version=mv,
         name=ROUND_NAME,
+        description=ROUND_DESCRIPTION,
         sampling_strategy=ROUND_SAMPLING,
         created_by=project.created_by,
         experts=list(get_user_model().objects.filter(username="expert")),

@@ -228,7 +228,7 @@ def _mail_added(review_round: ReviewRound, user: Any) -> None:
         return
     due = f" It is due {review_round.due_at:%Y-%m-%d}." if review_round.due_at else ""
     send_mail(
-        subject=f"You were added to the review round '{review_round.name}'",
+        subject=f"You were added to the review round '{review_round.title_for(as_expert=True)}'",
         message=(
             f"{review_round.tasks.values('instance').distinct().count()} images of "
             f"{review_round.project.name} wait for your judgement.{due}\n"
@@ -1059,7 +1059,8 @@ def digests_send(*, now: datetime | None = None) -> int:
             waiting = selectors.tasks_available_count(review_round=review_round, expert=user)
             if waiting:
                 due = f", due {review_round.due_at:%Y-%m-%d}" if review_round.due_at else ""
-                lines.append(f"- {review_round.name}: {waiting} task(s) for you{due}")
+                title = review_round.title_for(as_expert=True)
+                lines.append(f"- {title}: {waiting} task(s) for you{due}")
         if lines:
             send_mail(
                 subject="Review tasks waiting for you",

@@ -17,14 +17,23 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from annotations import analysis, sampling, selectors, services
+from annotations import analysis, review_table, sampling, selectors, services
 from annotations import permissions as access
-from annotations.models import JobStatus, Question, RoundStatus, Split
+from annotations.models import (
+    Job,
+    JobKind,
+    JobStatus,
+    PredictionVerdict,
+    Question,
+    RoundStatus,
+    Split,
+)
 from annotations.services import comments as comment_services
+from annotations.services import jobs as job_services
 from annotations.services import reviews as review_services
 from frontend import forms as f
 
@@ -130,6 +139,9 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST":
         if not manage:
             raise PermissionDenied("Setting up a project needs the scientist role.")
+        if action == "retry":
+            _retry_job(request, project.pk)
+            return redirect(reverse("project", args=[project.pk]) + "#jobs")
         forms = _project_forms(request, project, action)
         if _run_setup_action(request, project, action or "", forms):
             return redirect(reverse("project", args=[project.pk]) + "#jobs")
@@ -155,6 +167,7 @@ def project_page(request: HttpRequest, project_id: int) -> HttpResponse:
     for job in jobs:
         eta = job.eta
         job.eta_text = "\u2013" if eta is None else _duration(eta.total_seconds())
+        job.retryable = _retryable(job)
     context = {
         "project": project,
         "roles": sorted(roles),
@@ -212,6 +225,8 @@ def round_new(request: HttpRequest, project_id: int) -> HttpResponse:
                     review_round = review_services.round_create(
                         model_version=mv,
                         name=d["name"],
+                        description=d.get("description") or "",
+                        show_name_to_experts=d.get("show_name_to_experts", False),
                         sampling_strategy=strategy,
                         created_by=request.user,
                         experts=list(d["experts"]),
@@ -244,6 +259,7 @@ def round_new(request: HttpRequest, project_id: int) -> HttpResponse:
         "sampling_errors": sampling_errors,
         "preview_total": preview_total,
         "has_models": project.model_versions.exists(),
+        "method_choices": {str(k): v for k, v in form.method_choices_by_version.items()},
     }
     return render(request, "frontend/round_new.html", context, status=status)
 
@@ -265,36 +281,162 @@ def _duration(seconds: float | None) -> str:
     return f"about {round(hours / 24)} days"
 
 
+def _retryable(job: Job) -> bool:
+    return job.status == JobStatus.FAILED and job.kind in job_services.RETRYABLE_KINDS
+
+
+def _retry_job(request: HttpRequest, project_id: int) -> None:
+    """The pages' Retry button: ``job_retry`` on the posted ``job`` of this project, as the
+    API's ``POST /api/jobs/{id}/retry/`` (scientists; a job of another project is 404)."""
+    try:
+        job_id = int(request.POST.get("job", ""))
+    except ValueError:
+        raise Http404("No job with that id.") from None
+    job = access.access_job_by_id(request.user, job_id, allowed=access.MANAGE)
+    if job.project_id != project_id:
+        raise Http404("No job with that id.")
+    try:
+        job_services.job_retry(job=job, user=request.user)
+    except review_services.Conflict as exc:
+        messages.error(request, f"Job {job.pk} was not retried: {exc.message}")
+    else:
+        messages.success(request, f"Job {job.pk} is queued again; it computes what is missing.")
+
+
+def _sampling_rows(review_round: Any) -> list[dict[str, Any]]:
+    """The sampling parts in the new-round form's words ("Lowest confidence · How many: 50"),
+    with what each chose and added; the part's own name too when a scientist gave one."""
+    counts = review_round.sampling_counts or {}
+    parts = {p.get("name"): p for p in (review_round.sampling or {}).get("parts") or []}
+    kinds = dict(f.PART_KIND_CHOICES)
+    fields = f.SamplingPartForm.base_fields
+    rows = []
+    for index, (name, n) in enumerate((counts.get("parts") or {}).items()):
+        part = parts.get(name)
+        if part is None:  # a strategy stored before parts were named
+            label, settings = name, []
+        else:
+            label = kinds.get(part["kind"], part["kind"])
+            if name not in (part["kind"], f"{part['kind']}#{index}"):
+                label = f"{name} ({label})"
+            settings = []
+            for key, value in part.items():
+                if key in ("kind", "name") or value in (None, "", []):
+                    continue
+                field = fields.get(key)
+                if key == "by":
+                    value = dict(field.choices).get(value, value) if field else value
+                elif isinstance(value, list):
+                    shown = ", ".join(str(v) for v in value[:10])
+                    value = shown + (f" and {len(value) - 10} more" if len(value) > 10 else "")
+                settings.append(f"{field.label if field else key.capitalize()}: {value}")
+        rows.append(
+            {
+                "name": label,
+                "settings": settings,
+                "count": n,
+                "new": (counts.get("new") or {}).get(name, 0),
+            }
+        )
+    return rows
+
+
+def _round_failed_jobs(review_round: Any) -> list[Job]:
+    """Failed jobs computing this round's saliency maps (the round's model version and
+    method; they are queued when the round is created, or by anyone computing the same
+    maps), newest first."""
+    if not review_round.explanation_method:
+        return []
+    return list(
+        Job.objects.filter(
+            kind=JobKind.EXPLAIN,
+            status=JobStatus.FAILED,
+            model_version_id=review_round.model_version_id,
+            params__method=review_round.explanation_method,
+        ).order_by("-created_at")[:5]
+    )
+
+
+def _round_reviews_context(request: HttpRequest, review_round: Any) -> dict[str, Any]:
+    """The round's submitted reviews as the table shows them: filters from the query
+    (a bad value is said next to its field and the list shown unfiltered), 50 a page, the
+    page's saliency and alignment, each row's link to the instance page."""
+    filter_errors: dict[str, list[str]] = {}
+    try:
+        filters = review_table.parse_review_filters(request.GET, review_round)
+    except ValidationError as exc:
+        filter_errors = exc.message_dict
+        filters = review_table.ReviewFilters()
+    qs = review_table.round_reviews(review_round, filters)
+    page = Paginator(qs, review_table.PAGE_SIZE).get_page(request.GET.get("page"))
+    rows = list(page.object_list)
+    review_table.attach_saliency(rows, review_round)
+    for review in rows:
+        review.page_url = review_table.instance_page_url(review, filters)
+    labels = list(review_round.project.labels)
+    return {
+        "reviews_page": page,
+        "review_rows": rows,
+        "filters": filters,
+        "filter_errors": filter_errors,
+        "filter_query": filters.querystring(),
+        # "Clear filters" keeps the sort.
+        "clear_query": review_table.ReviewFilters(sort=filters.sort).querystring(),
+        "filter_options": {
+            "verdicts": PredictionVerdict.choices,
+            "acceptable": [
+                ("yes", "Acceptable"),
+                ("no", "Not acceptable"),
+                ("unanswered", "Not asked or not an error"),
+            ],
+            "experts": list(
+                review_round.experts.order_by("username").values_list("username", flat=True)
+            ),
+            "labels": labels,
+            "sorts": list(review_table.SORT_LABELS.items()),
+        },
+    }
+
+
 @login_required
 def round_page(request: HttpRequest, round_id: int) -> HttpResponse:
     """A round's settings, sampling counts and progress. Experts see the overall figures and
-    their own row only, as the progress API shows them; scientists may close the round."""
+    their own row only, as the progress API shows them; scientists may close the round and
+    retry its failed saliency jobs. Scientists and approvers also get the submitted reviews
+    (``annotations.review_table``), filtered, sorted and paginated as the API gives them."""
     review_round = access.access_round_by_id(request.user, round_id)
     if request.method == "POST":
         review_round = access.access_round_by_id(request.user, round_id, allowed=access.MANAGE)
-        if request.POST.get("action") == "close" and review_round.status == RoundStatus.OPEN:
+        action = request.POST.get("action")
+        if action == "close" and review_round.status == RoundStatus.OPEN:
             review_services.round_close(review_round=review_round)
             messages.success(request, f"Round {review_round.name!r} is closed.")
+        elif action == "retry":
+            _retry_job(request, review_round.project_id)
+            return redirect(reverse("round", args=[review_round.pk]) + "#failed-jobs")
         return redirect("round", review_round.pk)
     roles = access.roles_in_project(request.user, review_round.project_id)
     progress = analysis.round_progress_for_user(review_round=review_round, user=request.user)
-    counts = review_round.sampling_counts or {}
-    sampling_rows = [
-        {"name": name, "count": n, "new": (counts.get("new") or {}).get(name, 0)}
-        for name, n in (counts.get("parts") or {}).items()
-    ]
+    details = bool(roles & access.READ_DETAILS)
+    expert_only = access.is_expert_only(roles)
     context = {
         "round": review_round,
         "project": review_round.project,
         "progress": progress,
         "eta": _duration(progress["eta_seconds"]),
-        "sampling_rows": sampling_rows,
+        "sampling_rows": [] if expert_only else _sampling_rows(review_round),
         "questions": [Question(q).label for q in review_round.questions if q in Question.values],
         "manage": bool(roles & access.MANAGE),
-        "expert_only": access.is_expert_only(roles),
+        "details": details,
+        "expert_only": expert_only,
         "is_round_expert": review_round.experts.filter(pk=request.user.pk).exists(),
+        "failed_jobs": [] if expert_only else _round_failed_jobs(review_round),
     }
-    return render(request, "frontend/round.html", context)
+    status = 200
+    if details:  # every expert's judgement: scientists and approvers only, as the API
+        context.update(_round_reviews_context(request, review_round))
+        status = 400 if context["filter_errors"] else 200
+    return render(request, "frontend/round.html", context, status=status)
 
 
 # --- Confusion matrix ---------------------------------------------------------------------
@@ -339,12 +481,89 @@ def _percent(share: float) -> str:
     return str(round(share * 100))
 
 
+# Imported here rather than at the top so this section can change without touching the
+# module's head while other work edits it; safe to hoist.
+from urllib.parse import urlencode  # noqa: E402
+
+from annotations import instance_navigation  # noqa: E402
+from annotations.models import Explanation  # noqa: E402
+from annotations.services import explanations as explanation_services  # noqa: E402
+from explain_worker import methods as attribution_methods  # noqa: E402
+from explain_worker import rendering  # noqa: E402
+
+METHOD_LABELS = {
+    attribution_methods.GRADCAM: "Grad-CAM",
+    attribution_methods.INTEGRATED_GRADIENTS: "Integrated Gradients",
+    attribution_methods.SALIENCY: "Saliency (input gradient)",
+    attribution_methods.OCCLUSION: "Occlusion",
+    explanation_services.IMPORTED: "Imported maps",
+}
+
+
+def computable_methods(mv: Any) -> list[dict[str, str]]:
+    """The methods the pages offer to compute for ``mv``: those it can compute
+    (``explanations.available_methods``; imported maps are not computed), best first."""
+    return [
+        {"value": m, "label": METHOD_LABELS.get(m, m)}
+        for m in explanation_services.available_methods(mv)
+        if m in attribution_methods.METHODS
+    ]
+
+
+def _shown_maps(request: HttpRequest, mv: Any) -> tuple[str | None, str | None]:
+    """Which maps the cell's thumbnails show: ``?method=`` (else any) and ``?target=`` (a
+    class of the model; else each instance's predicted class)."""
+    method = request.GET.get("method") or None
+    if method is not None and method not in METHOD_LABELS:
+        method = None
+    target = request.GET.get("target") or None
+    if target is not None and target not in mv.label_order:
+        target = None
+    return method, target
+
+
+def _posted_target(request: HttpRequest) -> str | None:
+    """The class a compute form asks to explain: None for the prediction, else the chosen
+    other class ("why P and not Q")."""
+    if request.POST.get("explain") == "other":
+        return request.POST.get("target") or None
+    return None
+
+
+def _explain_cell(request: HttpRequest, mv: Any, instance_ids: list[int]) -> str | None:
+    """The cell page's form without JS: queue the maps of the cell's instances through the
+    same service as ``POST /api/model-versions/{id}/explain/``. The error text, or None."""
+    access.access_model_version_by_id(request.user, mv.pk, allowed=access.MANAGE)
+    target = _posted_target(request)
+    try:
+        spec = explanation_services.explain_spec(
+            model_version=mv, method=request.POST.get("method", ""), target=target
+        )
+        job = explanation_services.explanations_start(
+            model_version=mv, spec=spec, created_by=request.user, instance_ids=instance_ids
+        )
+    except ValidationError as exc:
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    messages.success(
+        request,
+        f"Computing {METHOD_LABELS.get(spec.method, spec.method)} maps of "
+        f"{job.total} instance{'s' if job.total != 1 else ''} as job {job.pk}; "
+        "reload this page when it has finished.",
+    )
+    return None
+
+
 @login_required
 def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
     """The confusion matrix of a model version as a heatmap (rows: true label, columns:
     predicted), and the instances of the cell picked with ``?true=&pred=`` as thumbnails
-    with their saliency, most confident first, ``CELL_PAGE_SIZE`` per page."""
+    with their saliency, most confident first, ``CELL_PAGE_SIZE`` per page.
+
+    Scientists can compute the maps of the cell's instances (``action=explain``; the page's
+    script does it through the API and fills the thumbnails in); ``?method=&target=`` choose
+    which maps the thumbnails show."""
     mv = access.access_model_version_by_id(request.user, model_version_id)
+    roles = access.roles_in_project(request.user, mv.project_id)
     split_param = request.GET.get("split") or Split.TEST
     if split_param not in {s for s, _ in SPLIT_OPTIONS} | {"all"}:
         split_param = Split.TEST
@@ -373,11 +592,40 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
             )
         rows.append({"row": row, "cells": cells})
     page = None
+    cell_ids: list[int] = []
+    method, target = _shown_maps(request, mv)
+    explain_error = None
+    status = 200
     if true_label is not None:
         qs = analysis.confusion_cell_instances(
-            model_version=mv, true_label=true_label, predicted_label=pred_label, split=split
+            model_version=mv,
+            true_label=true_label,
+            predicted_label=pred_label,
+            split=split,
+            method=method,
+            target=target,
         )
         page = Paginator(qs, CELL_PAGE_SIZE).get_page(request.GET.get("page"))
+        cell_ids = list(qs.values_list("instance_id", flat=True))
+        if request.method == "POST" and request.POST.get("action") == "explain":
+            explain_error = _explain_cell(request, mv, cell_ids)
+            if explain_error is None:
+                return redirect(request.get_full_path())
+            status = 400
+    elif request.method == "POST":
+        return redirect(request.get_full_path())  # no cell picked: nothing to compute
+    manage = bool(roles & access.MANAGE)
+    cell_query = ""
+    if true_label is not None:
+        cell_query = urlencode(
+            {
+                "from": "cell",
+                "model_version": mv.pk,
+                "true": true_label,
+                "predicted": pred_label,
+                "split": split_param,
+            }
+        )
     context = {
         "mv": mv,
         "project": mv.project,
@@ -389,15 +637,25 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
         "true_label": true_label,
         "pred_label": pred_label,
         "page": page,
+        "cell_query": cell_query,
+        "cell_ids": cell_ids,
+        "shown_method": method,
+        "shown_method_label": METHOD_LABELS.get(method or "", ""),
+        "shown_target": target,
+        "manage": manage,
+        "methods": computable_methods(mv) if manage else [],
+        "labels": list(mv.label_order),
+        "explain_error": explain_error,
     }
-    return render(request, "frontend/matrix.html", context)
+    return render(request, "frontend/matrix.html", context, status=status)
 
 
 # --- Instance page ------------------------------------------------------------------------
 
 # Metadata can be large (the demo stores every object's box); the page shows its head.
 METADATA_SHOWN = 4000
-REGION_COLOURS = ["#d7191c", "#2c7bb6", "#1a9641", "#7b3294", "#e66101", "#008837"]
+# One colour per expert, away from the overlay's reds, oranges and yellows.
+REGION_COLOURS = ["#1f6fd1", "#12a150", "#9b3fd6", "#00a3b5", "#d6338a", "#5c6b00"]
 
 
 def _svg_number(value: float) -> str:
@@ -405,12 +663,19 @@ def _svg_number(value: float) -> str:
     return f"{float(value):g}"
 
 
-def _regions(reviews: list[Any]) -> list[dict[str, Any]]:
-    """SVG shapes of the experts' expected evidence, one colour per review."""
+def _regions(reviews: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """SVG shapes of the experts' expected evidence, one colour per expert (the same in every
+    round), and the legend: each expert who drew a region with their colour."""
+    colours: dict[int, str] = {}
+    legend = []
     shapes = []
-    for k, review in enumerate(reviews):
-        colour = REGION_COLOURS[k % len(REGION_COLOURS)]
+    for review in reviews:
+        if review.expert_id not in colours:
+            colours[review.expert_id] = REGION_COLOURS[len(colours) % len(REGION_COLOURS)]
+        colour = colours[review.expert_id]
         review.colour = colour
+        if review.evidence and all(e["expert"] != review.expert.username for e in legend):
+            legend.append({"expert": review.expert.username, "colour": colour})
         for region in review.evidence or []:
             points = region.get("points") or []
             if region.get("type") == "box" and len(points) == 2:
@@ -435,16 +700,108 @@ def _regions(reviews: list[Any]) -> list[dict[str, Any]]:
                         "expert": review.expert.username,
                     }
                 )
-    return shapes
+    return shapes, legend
+
+
+def _map_label(exp: Explanation) -> str:
+    return (
+        f"v{exp.model_version.version} · {METHOD_LABELS.get(exp.method, exp.method)} · "
+        f"for {exp.target}"
+    )
+
+
+def _pick_overlay(
+    request: HttpRequest, maps: list[Explanation], predictions: list[Any], mv_hint: int | None
+) -> Explanation | None:
+    """The map drawn over the image: ``?overlay=<explanation id>`` when it is one of this
+    instance's, else the prediction's map of the version the page was opened from (a matrix
+    cell's), else of the newest version that has one."""
+    wanted = request.GET.get("overlay", "")
+    for exp in maps:
+        if str(exp.pk) == wanted:
+            return exp
+    predicted = {p.model_version_id: p.label for p in predictions}
+    of_prediction = [e for e in maps if predicted.get(e.model_version_id) == e.target]
+    for exp in of_prediction:
+        if exp.model_version_id == mv_hint:
+            return exp
+    return of_prediction[0] if of_prediction else (maps[0] if maps else None)
+
+
+def _review_alignments(
+    instance: Any, reviews: list[Any], maps: list[Explanation], predictions: list[Any]
+) -> None:
+    """Set ``alignment`` (the Shared Interest scores, or None) and ``alignment_map`` on each
+    review with regions: against the map its round showed (the round's method, the
+    prediction's class), else the version's first map of the prediction. One map file read
+    per review with regions."""
+    predicted = {p.model_version_id: p.label for p in predictions}
+    for review in reviews:
+        review.alignment = review.alignment_map = None
+        if not review.evidence:
+            continue
+        mv_id = review.round.model_version_id
+        candidates = [
+            e for e in maps if e.model_version_id == mv_id and e.target == predicted.get(mv_id)
+        ]
+        shown = [e for e in candidates if e.method == review.round.explanation_method]
+        exp = (shown or candidates or [None])[0]
+        if exp is None:
+            continue
+        review.alignment = explanation_services.evidence_alignment(
+            explanation=exp, regions=review.evidence, width=instance.width, height=instance.height
+        )
+        review.alignment_map = _map_label(exp)
+
+
+def _explain_instance(request: HttpRequest, instance: Any, versions: dict[int, Any]) -> str:
+    """The instance page's form without JS: one map on demand through the same service as
+    ``POST /api/model-versions/{id}/explanations/``. Returns where to go next."""
+    mv_id = request.POST.get("model_version", "")
+    mv = versions.get(int(mv_id)) if mv_id.isdigit() else None
+    if mv is None:
+        messages.error(request, "model_version: no prediction of that version for this instance.")
+        return request.get_full_path()
+    try:
+        spec = explanation_services.explain_spec(
+            model_version=mv,
+            method=request.POST.get("method", ""),
+            target=_posted_target(request),
+        )
+        cached, job = explanation_services.explanation_request(
+            model_version=mv, instance=instance, spec=spec, created_by=request.user
+        )
+    except ValidationError as exc:
+        messages.error(
+            request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+        )
+        return request.get_full_path()
+    params = request.GET.copy()
+    if cached is not None:
+        params["overlay"] = str(cached.pk)
+    else:
+        messages.success(
+            request, f"Computing the map as job {job.pk}; reload this page when it has finished."
+        )
+    return reverse("instance", args=[instance.pk]) + "?" + params.urlencode()
 
 
 @login_required
 def instance_page(request: HttpRequest, instance_id: int) -> HttpResponse:
-    """One instance: the image with the experts' regions drawn over it, the ground truth,
-    every model version's prediction, every submitted review, the disagreements, and the
-    comment thread (posting calls ``comments.comment_add``, like the API)."""
+    """One instance: the image with a saliency overlay (toggle, opacity) and the experts'
+    regions drawn over it, the ground truth, every model version's prediction, every
+    submitted review with its tags and alignment scores, the disagreements, and the comment
+    thread (posting calls ``comments.comment_add``, like the API). Scientists and approvers
+    compute maps here ("why P and not Q" included). Opened from a list (``?from=cell`` or
+    ``?from=round``, see ``annotations.instance_navigation``) it links to the previous and
+    next instance of that list."""
     instance = access.access_instance_by_id(request.user, instance_id)
+    predictions = analysis.instance_predictions(instance=instance)
+    versions = {p.model_version_id: p.model_version for p in predictions}
     status = 200
+    form = f.CommentForm()
+    if request.method == "POST" and request.POST.get("action") == "explain":
+        return redirect(_explain_instance(request, instance, versions))
     if request.method == "POST":
         form = f.CommentForm(request.POST)
         if form.is_valid():
@@ -457,16 +814,39 @@ def instance_page(request: HttpRequest, instance_id: int) -> HttpResponse:
             else:
                 return redirect(reverse("instance", args=[instance.pk]) + "#comments")
         status = 400
-    else:
-        form = f.CommentForm()
-    predictions = analysis.instance_predictions(instance=instance)
     reviews = analysis.instance_reviews(instance=instance)
+    maps = analysis.instance_explanations(instance=instance)
+    listed = instance_navigation.instance_list(request.user, request.GET)
+    nav = instance_navigation.neighbours_in(listed, instance.pk)
+    mv_hint = request.GET.get("model_version", "")
+    overlay = _pick_overlay(request, maps, predictions, int(mv_hint) if mv_hint.isdigit() else None)
+    regions, region_legend = _regions(reviews)
+    _review_alignments(instance, reviews, maps, predictions)
+    compute_versions = [
+        {
+            "mv": p.model_version,
+            "predicted": p.label,
+            "methods": computable_methods(p.model_version),
+        }
+        for p in reversed(predictions)
+    ]
+    compute_versions = [v for v in compute_versions if v["methods"]]
+    labels = list(compute_versions[0]["mv"].label_order) if compute_versions else []
     context = {
         "instance": instance,
         "project": instance.dataset.project,
         "predictions": predictions,
         "reviews": reviews,
-        "regions": _regions(reviews),
+        "regions": regions,
+        "region_legend": region_legend,
+        "maps": [{"exp": e, "label": _map_label(e)} for e in maps],
+        "overlay": overlay,
+        "overlay_label": _map_label(overlay) if overlay else "",
+        "legend_height": rendering.LEGEND_HEIGHT,
+        "compute_versions": compute_versions,
+        "labels": labels,
+        "nav": nav,
+        "nav_list": listed if nav.position else None,
         "disagreements": analysis.instance_disagreements(
             instance=instance, reviews=reviews, predictions=predictions
         ),

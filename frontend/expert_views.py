@@ -11,9 +11,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from annotations import permissions as access
+from annotations.limits import text_limits_for_pages
 from annotations.models import (
     ErrorReason,
     FeatureVerdict,
@@ -47,12 +48,27 @@ def review_page(request: HttpRequest, round_id: int) -> HttpResponse:
     """The round's review page for one of its experts. Non-members get 404; members who are
     not experts of this round get 403, as the task API answers (same access helper)."""
     review_round = access.access_expert_round_by_id(request.user, round_id)
+    try:
+        edit_url = reverse("review-edit", args=[0]).replace("/0/", "/{id}/")
+    except NoReverseMatch:  # the edit page is not routed yet; its path is agreed
+        edit_url = "/reviews/{id}/edit/"
     config = {
         "round": review_round.pk,
         "csrfToken": get_token(request),
         "inboxUrl": reverse("home"),
         "nextUrl": reverse("api-task-next", args=[review_round.pk]),
         "taskUrl": reverse("api-task-detail", args=[0]).replace("/0/", "/{id}/"),
+        "progressUrl": reverse("api-round-progress", args=[review_round.pk]),
+        # The expert's own submitted reviews of this round ("Previous"): the list shows a
+        # scientist who is also an expert everyone's, hence the expert filter.
+        "reviewsUrl": f"{reverse('api-reviews')}?round={review_round.pk}&expert={request.user.pk}",
+        "reviewEditUrl": edit_url,
+        "reviewPageUrl": request.path,
+        "expert": request.user.pk,
+        "overlap": review_round.overlap,
+        # Free-text limits (annotations/limits.py): the page counts and refuses before the
+        # server would.
+        "limits": text_limits_for_pages(),
         "leaseSeconds": review_round.lease_seconds,
         "questions": review_round.questions,
         "predictionChoices": _choices(PredictionVerdict, PREDICTION_KEYS),

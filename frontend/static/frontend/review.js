@@ -10,6 +10,10 @@
  *   5xx answers are retried with backoff while the status line says so.
  * - Regions are kept in IMAGE pixel coordinates, whatever the zoom; the canvas transform
  *   is the only place where screen and image coordinates meet.
+ * - Nothing typed is dropped without a word: text over its limit (cfg.limits, from
+ *   annotations/limits.py) is counted as it is typed, kept in the field and the draft, and
+ *   refused before the submit with a message next to the field; a 400 naming fields shows
+ *   each message next to its field and moves the focus to the first of them.
  */
 (function () {
   "use strict";
@@ -41,6 +45,9 @@
     round: "Round",
     detail: "",
   };
+  const LIMITS = cfg.limits || {};
+  const numberFormat = new Intl.NumberFormat("en");
+  const fmtN = (n) => numberFormat.format(n);
 
   const state = {
     task: null,
@@ -65,6 +72,8 @@
     dirty: false, // changes not yet saved as a draft
     expired: false,
     timers: { draft: 0, heartbeat: 0, poll: 0 },
+    fieldErrors: new Map(), // field name -> {box, el, kind: "server" | "limit" | "tag"}
+    previousHref: null, // the edit page of the expert's last submitted review of the round
   };
 
   // --- Small helpers ----------------------------------------------------------------------
@@ -108,6 +117,7 @@
     const el = $("error");
     el.textContent = text;
     el.hidden = !text;
+    delete el.dataset.fields;
   }
 
   function formatErrors(data) {
@@ -120,6 +130,123 @@
         return name ? `${name}: ${text}` : text;
       })
       .join(" ");
+  }
+
+  // --- Limits and field errors -----------------------------------------------------------
+
+  // Characters as the server counts them (code points, not UTF-16 units).
+  function charCount(text) {
+    let n = text.length;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c >= 0xdc00 && c <= 0xdfff) n--;
+    }
+    return n;
+  }
+
+  function tooLongMessage(limit, length) {
+    return `At most ${fmtN(limit)} characters; this has ${fmtN(length)}. Shorten it to submit: your text stays here and in your draft.`;
+  }
+
+  /* The counter under a text field ("1,234 / 5,000 characters"); a warning once over. Returns
+   * whether the text is over the limit. */
+  function updateCounter(input, counter) {
+    const limit = Number(counter.dataset.limit);
+    const n = charCount(input.value);
+    const over = n > limit;
+    counter.textContent = over
+      ? `${fmtN(n)} / ${fmtN(limit)} characters: ${fmtN(n - limit)} too many`
+      : `${fmtN(n)} / ${fmtN(limit)} characters`;
+    counter.classList.toggle("over", over);
+    if (over) input.setAttribute("aria-invalid", "true");
+    else if (!state.fieldErrors.has(input.name)) input.removeAttribute("aria-invalid");
+    return over;
+  }
+
+  function fieldBox(name) {
+    for (const box of document.querySelectorAll(`[data-field~="${CSS.escape(name)}"]`)) {
+      if (!box.closest("[hidden]")) return box;
+    }
+    return null;
+  }
+
+  function fieldControls(box) {
+    return box.querySelectorAll("input:not([type=hidden]), textarea, select");
+  }
+
+  /* Show ``text`` next to the field ``name`` (kind: "server" for a 400's message, "limit" for
+   * text over its limit, "tag" for a refused tag). Returns the field's box, or null when the
+   * page has no such field in view. */
+  function showFieldError(name, text, kind) {
+    const box = fieldBox(name);
+    if (!box) return null;
+    clearFieldError(name);
+    const el = h("p", { class: "field-error", id: `field-error-${name}`, "data-field-error": name }, text);
+    box.append(el);
+    for (const control of fieldControls(box)) {
+      const ids = (control.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+      control.setAttribute("aria-describedby", [...ids, el.id].join(" "));
+      control.setAttribute("aria-invalid", "true");
+    }
+    box.classList.add("has-error");
+    state.fieldErrors.set(name, { box, el, kind });
+    return box;
+  }
+
+  function clearFieldError(name) {
+    const entry = state.fieldErrors.get(name);
+    if (!entry) return;
+    state.fieldErrors.delete(name);
+    entry.el.remove();
+    for (const control of fieldControls(entry.box)) {
+      const ids = (control.getAttribute("aria-describedby") || "").split(" ").filter((id) => id && id !== entry.el.id);
+      if (ids.length) control.setAttribute("aria-describedby", ids.join(" "));
+      else control.removeAttribute("aria-describedby");
+      control.removeAttribute("aria-invalid");
+    }
+    if (![...state.fieldErrors.values()].some((e) => e.box === entry.box)) entry.box.classList.remove("has-error");
+    // The summary at the top goes with the last message it summed up.
+    if (!state.fieldErrors.size && $("error").dataset.fields) showError("");
+  }
+
+  function clearAllFieldErrors() {
+    for (const name of [...state.fieldErrors.keys()]) clearFieldError(name);
+  }
+
+  // Focus the first field in error (page order), scrolled into view.
+  function focusFirstError() {
+    const boxes = [...state.fieldErrors.values()].map((e) => e.box);
+    if (!boxes.length) return;
+    boxes.sort((a, b) => (a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING ? -1 : 1));
+    const box = boxes[0];
+    let target;
+    if (box.dataset.field === "evidence") target = viewport;
+    else {
+      const controls = [...fieldControls(box)].filter((c) => !c.matches(":disabled"));
+      target = controls.find((c) => c.type === "radio" && c.checked) || controls[0] || box;
+    }
+    box.scrollIntoView({ block: "center" });
+    target.focus({ preventScroll: true });
+  }
+
+  /* A 400's messages next to their fields. Returns false when none of the named fields is on
+   * the page (the caller then shows the message at the top). */
+  function showServerFieldErrors(data) {
+    if (!data || typeof data !== "object" || typeof data.detail === "string") return false;
+    const shown = [];
+    const rest = {};
+    for (const [field, msgs] of Object.entries(data)) {
+      const text = Array.isArray(msgs) ? msgs.join(" ") : String(msgs);
+      if (showFieldError(field, text, "server")) shown.push(field);
+      else rest[field] = msgs;
+    }
+    if (!shown.length) return false;
+    const names = shown.map((f) => FIELD_NAMES[f] || f).join(", ");
+    const others = Object.keys(rest).length ? ` ${formatErrors(rest)}` : "";
+    showError(`Not submitted: see the message next to ${names}.${others}`);
+    $("error").dataset.fields = "1";
+    focusFirstError();
+    return true;
   }
 
   // Resolves after ``ms``, or at once when the browser says the network is back.
@@ -227,6 +354,8 @@
     $("next-after-expiry").hidden = true;
     setStatus("Getting the next image…", "busy");
     const result = await api("POST", cfg.nextUrl, undefined, { retry: true });
+    // After the lease, so the task now held counts as one left.
+    updateRoundNav();
     if (result.status === 204) {
       state.task = null;
       $("workspace").hidden = true;
@@ -267,6 +396,7 @@
     $("task-title").textContent = `Image ${payload.instance.id} (task ${payload.id})`;
 
     if (fresh || !sameTask) {
+      clearAllFieldErrors();
       state.startedAt = performance.now();
       const draft = payload.draft || {};
       const review = payload.review || {};
@@ -289,6 +419,7 @@
       }
       if (typeof draft.acceptable === "boolean") setRadio("acceptable", String(draft.acceptable), true);
       $("comment").value = draft.comment || "";
+      updateCounter($("comment"), $("comment-count"));
       loadImage(payload.instance.image_url);
       startHeartbeat(payload.lease_expires_at);
     }
@@ -301,6 +432,8 @@
     $("regions-panel").hidden = !state.asked.has("evidence");
     expectationForm.hidden = state.verdictPhase || !hasExpectationQuestions();
     verdictForm.hidden = !state.verdictPhase;
+    $("expectation-submit").hidden = expectationForm.hidden;
+    $("verdict-submit").hidden = verdictForm.hidden;
     renderTags();
     renderRegions();
     renderSummary(expectationDone ? payload.review : null);
@@ -344,6 +477,86 @@
     });
     img.src = url;
   }
+
+  // --- Where the expert stands in the round -----------------------------------------------
+
+  /* "n of m left": m is the round's images (tasks / overlap: an expert gets each image at
+   * most once), n those the expert has neither submitted nor skipped, at most the open slots
+   * plus the task the expert holds (other experts may take the rest). From the progress API,
+   * where an expert sees the overall figures and their own row. */
+  async function updateLeft() {
+    const result = await api("GET", cfg.progressUrl, undefined, {});
+    if (result.status !== 200 || !result.data) return;
+    const p = result.data;
+    const own = (p.experts || []).find((r) => r.expert === cfg.expert) || {};
+    const images = Math.round((p.total || 0) / Math.max(1, cfg.overlap || 1));
+    const done = (own.submitted || 0) + (own.skipped || 0);
+    const left = Math.max(0, Math.min(images - done, (p.open || 0) + (own.in_progress || 0)));
+    const el = $("left");
+    el.textContent = `${fmtN(left)} of ${fmtN(images)} images left for you`;
+    el.title = `You submitted ${fmtN(own.submitted || 0)} and skipped ${fmtN(own.skipped || 0)}.`;
+    el.dataset.left = left;
+  }
+
+  // The expert's last submitted review of this round, for "Previous" (its edit page).
+  async function updatePrevious() {
+    let result = await api("GET", cfg.reviewsUrl, undefined, {});
+    if (result.status !== 200 || !result.data) return;
+    let data = result.data;
+    const size = (data.results || []).length;
+    if (data.next && size) {
+      // The list runs oldest first, a page at a time: the last one is on the last page.
+      const last = Math.ceil(data.count / size);
+      result = await api("GET", `${cfg.reviewsUrl}&page=${last}`, undefined, {});
+      if (result.status !== 200 || !result.data) return;
+      data = result.data;
+    }
+    const time = (r) => Date.parse(r.submitted_at) || 0;
+    const latest = (data.results || [])
+      .filter((r) => r.submitted_at)
+      .reduce((a, r) => (!a || time(r) > time(a) || (time(r) === time(a) && r.id > a.id) ? r : a), null);
+    setPrevious(latest);
+  }
+
+  function setPrevious(review) {
+    const link = $("previous");
+    if (!review) {
+      state.previousHref = null;
+      link.removeAttribute("href");
+      link.setAttribute("aria-disabled", "true");
+      link.title = "You have not submitted a review in this round yet";
+      return;
+    }
+    const url = cfg.reviewEditUrl.replace("{id}", review.id);
+    state.previousHref = `${url}?next=${encodeURIComponent(cfg.reviewPageUrl)}`;
+    link.href = state.previousHref;
+    link.removeAttribute("aria-disabled");
+    link.title = `Edit your review of image ${review.instance}, the last one you submitted`;
+  }
+
+  function updateRoundNav() {
+    updateLeft();
+    updatePrevious();
+  }
+
+  // Leave for the previous review once what was typed here is saved (the lease is kept, and
+  // coming back continues this task with its draft).
+  async function goPrevious() {
+    if (!state.previousHref || state.submitting) return;
+    const href = state.previousHref;
+    if (state.task && state.dirty && !state.expired) {
+      clearTimeout(state.timers.draft);
+      setStatus("Saving your draft…", "busy");
+      await saveDraft();
+    }
+    window.location.assign(href);
+  }
+
+  $("previous").addEventListener("click", (evt) => {
+    if (evt.button !== 0 || evt.ctrlKey || evt.metaKey || evt.shiftKey || evt.altKey) return;
+    evt.preventDefault();
+    goPrevious();
+  });
 
   // --- The reveal -------------------------------------------------------------------------
 
@@ -394,7 +607,20 @@
     } else {
       children.push(h("p", {}, "This model version has no prediction for this image."));
     }
-    children.push(h("h4", {}, "Your regions and the saliency"), renderAlignment());
+    children.push(h("h4", {}, "Your regions and the saliency"));
+    const sal = task.saliency;
+    if (sal && !sal.ready && sal.failed) {
+      let why = String(sal.failed).trim().replace(/\.$/, "");
+      if (why.length > 300) why = `${why.slice(0, 300)}…`;
+      children.push(
+        h(
+          "p",
+          { class: "saliency-failed", "data-testid": "saliency-failed" },
+          `The saliency map is unavailable: ${why}. Give your verdict anyway; "Can't tell" (k) fits when the highlighted features cannot be judged.`,
+        ),
+      );
+    }
+    children.push(renderAlignment());
     box.replaceChildren(...children);
     loadSaliency();
   }
@@ -402,6 +628,7 @@
   function renderAlignment() {
     const a = state.task.alignment;
     const sal = state.task.saliency;
+    if (sal && !sal.ready && sal.failed) return h("p", { class: "muted" }, "No alignment: the saliency map could not be computed.");
     if (!sal || !sal.ready) return h("p", { class: "muted" }, "The alignment appears once the saliency map is ready.");
     if (!a) {
       return h("p", { class: "muted" }, "You drew no regions, so there is no alignment to measure.");
@@ -430,6 +657,14 @@
       note.textContent = "This round shows no saliency map.";
       note.hidden = false;
       $("saliency-tools").hidden = true;
+      return;
+    }
+    if (!sal.ready && sal.failed) {
+      // The job failed: asking again would not bring it. Say so, and stop.
+      note.textContent = "Saliency map unavailable: its computation failed.";
+      note.hidden = false;
+      $("saliency-tools").hidden = true;
+      $("saliency-legend").hidden = true;
       return;
     }
     if (!sal.ready) {
@@ -797,18 +1032,36 @@
 
   // --- Tags -------------------------------------------------------------------------------
 
+  /* Add the typed tag. Returns false when it is refused (longer than a free tag may be, or
+   * one free tag too many): the message says why, and the text stays in the field. */
   function addTag(text) {
     const value = text.trim();
-    if (!value) return;
+    if (!value) return true;
     const vocab = state.task.concept_vocabulary;
     const known = vocab.find((w) => w.toLowerCase() === value.toLowerCase());
     if (known) {
       if (!state.concepts.includes(known)) state.concepts.push(known);
     } else if (!state.freeTags.includes(value)) {
+      const length = charCount(value);
+      if (LIMITS.free_tag && length > LIMITS.free_tag) {
+        showFieldError(
+          "free_tags",
+          `A free tag has at most ${fmtN(LIMITS.free_tag)} characters; this one has ${fmtN(length)}. Shorten it to add it (it stays in the field).`,
+          "tag",
+        );
+        return false;
+      }
+      if (LIMITS.free_tags && state.freeTags.length >= LIMITS.free_tags) {
+        showFieldError("free_tags", `At most ${fmtN(LIMITS.free_tags)} free tags; remove one to add another.`, "tag");
+        return false;
+      }
       state.freeTags.push(value);
     }
+    clearFieldError("free_tags");
+    clearFieldError("concepts");
     renderTags();
     scheduleDraft();
+    return true;
   }
 
   function renderTags() {
@@ -827,8 +1080,11 @@
                 "aria-label": `Remove tag ${text}`,
                 onclick: () => {
                   list.splice(list.indexOf(text), 1);
+                  clearFieldError("free_tags");
+                  clearFieldError("concepts");
                   renderTags();
                   scheduleDraft();
+                  $("tag-input").focus();
                 },
               },
               "×",
@@ -843,8 +1099,7 @@
   $("tag-input").addEventListener("keydown", (evt) => {
     if (evt.key === "Enter" && !evt.ctrlKey && !evt.metaKey) {
       evt.preventDefault();
-      addTag(evt.target.value);
-      evt.target.value = "";
+      if (addTag(evt.target.value)) evt.target.value = "";
     } else if (evt.key === "Backspace" && !evt.target.value) {
       if (state.freeTags.length) state.freeTags.pop();
       else state.concepts.pop();
@@ -895,7 +1150,26 @@
     state.opacity = Number(evt.target.value) / 100;
     draw();
   });
-  $("comment").addEventListener("input", scheduleDraft);
+  $("comment").addEventListener("input", (evt) => {
+    const over = updateCounter(evt.target, $("comment-count"));
+    const entry = state.fieldErrors.get("comment");
+    // A refusal for length stays until the text fits; the server's other messages go with
+    // the first change (below).
+    if (entry && (entry.kind !== "limit" || !over)) clearFieldError("comment");
+    scheduleDraft();
+  });
+
+  // A field's message goes once the expert changes that field.
+  function clearOnChange(evt) {
+    const box = evt.target.closest && evt.target.closest("[data-field]");
+    if (!box || evt.target.id === "comment") return;
+    for (const name of box.dataset.field.split(" ")) {
+      const entry = state.fieldErrors.get(name);
+      if (entry && entry.kind !== "limit") clearFieldError(name);
+    }
+  }
+  document.addEventListener("input", clearOnChange);
+  document.addEventListener("change", clearOnChange);
 
   function collectDraft() {
     const conf = radioValue("expected_confidence");
@@ -968,10 +1242,25 @@
       $("next-after-expiry").focus();
       return;
     }
-    const pending = $("tag-input").value;
-    if (pending.trim()) {
-      addTag(pending);
-      $("tag-input").value = "";
+    if (kind === "expectation" && state.asked.has("concepts")) {
+      const pending = $("tag-input").value;
+      if (pending.trim()) {
+        if (!addTag(pending)) {
+          setStatus("Not submitted — see the message next to the tags.", "error");
+          focusFirstError();
+          return;
+        }
+        $("tag-input").value = "";
+      }
+    }
+    if (kind === "verdict" && state.asked.has("comment") && refuseTooLong("comment", $("comment"), LIMITS.comment)) {
+      setStatus("Not submitted — the comment is too long.", "error");
+      // The text stays in the field; make sure the draft has it too.
+      if (state.dirty) {
+        clearTimeout(state.timers.draft);
+        saveDraft();
+      }
+      return;
     }
     const draft = collectDraft();
     const pick = (names) => Object.fromEntries(names.filter((n) => state.asked.has(n)).map((n) => [n, draft[n]]));
@@ -989,6 +1278,7 @@
     state.submitting = true;
     clearTimeout(state.timers.draft);
     showError("");
+    clearAllFieldErrors();
     setStatus(kind === "expectation" ? "Submitting your expectation…" : "Submitting your verdict…", "busy");
     // One key per submit, reused by every retry: the server acts once and replays after.
     const key = uuid();
@@ -1000,8 +1290,11 @@
       state.submitting = false;
     }
     if (result.status !== 200) {
+      if (result.status === 400 && showServerFieldErrors(result.data)) {
+        setStatus("Not submitted — see the message next to the field.", "error");
+        return;
+      }
       handleFailure(result);
-      focusField(result.data);
       return;
     }
     state.dirty = false;
@@ -1019,18 +1312,15 @@
     }
   }
 
-  // After a 400 naming a field, put the focus where the expert can answer it.
-  function focusField(data) {
-    const field = data && typeof data === "object" ? Object.keys(data)[0] : null;
-    if (!field) return;
-    if (field === "evidence") {
-      viewport.focus();
-      return;
-    }
-    const question = ["acceptable", "severity", "reason"].includes(field) ? "acceptability" : field;
-    const group = document.querySelector(`[data-question="${question}"]:not([hidden])`);
-    const input = group && group.querySelector("input:not(:disabled), textarea");
-    if (input) input.focus();
+  /* Text over its limit: the message next to the field, the focus in it; nothing is sent
+   * and the text stays. Returns whether it refused. */
+  function refuseTooLong(name, input, limit) {
+    const length = charCount(input.value);
+    if (!limit || length <= limit) return false;
+    showFieldError(name, tooLongMessage(limit, length), "limit");
+    input.scrollIntoView({ block: "center" });
+    input.focus({ preventScroll: true });
+    return true;
   }
 
   expectationForm.addEventListener("submit", (evt) => {
@@ -1051,7 +1341,26 @@
     dialog.querySelector('input[name="skip_reason"]:checked').focus();
   }
   $("skip-button").addEventListener("click", openSkip);
-  $("skip-other").addEventListener("input", () => setRadio("skip_reason", "other", true));
+  $("skip-other").addEventListener("input", (evt) => {
+    setRadio("skip_reason", "other", true);
+    const over = updateCounter(evt.target, $("skip-other-count"));
+    if (!over) clearSkipError();
+  });
+
+  function clearSkipError() {
+    const el = $("skip-error");
+    if (el) el.remove();
+    $("skip-other").removeAttribute("aria-invalid");
+  }
+
+  function showSkipError(text) {
+    clearSkipError();
+    const input = $("skip-other");
+    input.after(h("p", { class: "field-error", id: "skip-error" }, text));
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", "skip-other-count skip-error");
+    input.focus();
+  }
   $("skip-form").addEventListener("submit", async (evt) => {
     const action = evt.submitter ? evt.submitter.value : "skip";
     if (action !== "skip") return;
@@ -1059,9 +1368,16 @@
     if (reason === "other") reason = $("skip-other").value.trim();
     if (!reason) {
       evt.preventDefault();
-      $("skip-other").focus();
+      showSkipError("Say why, or choose one of the reasons above.");
       return;
     }
+    const length = charCount(reason);
+    if (LIMITS.skip_reason && length > LIMITS.skip_reason) {
+      evt.preventDefault(); // the dialog stays open with the text
+      showSkipError(tooLongMessage(LIMITS.skip_reason, length).replace(" and in your draft", ""));
+      return;
+    }
+    clearSkipError();
     clearTimeout(state.timers.draft);
     setStatus("Skipping…", "busy");
     const result = await api("POST", taskUrl("skip"), { reason }, { retry: true });
@@ -1093,8 +1409,17 @@
   }
 
   function onKey(evt) {
-    if (dialog.open || !state.task) return;
+    if (dialog.open) return;
     const target = evt.target;
+    if (!state.task) {
+      // Done or no task: "Previous" still leads back to the last review.
+      const plain = !evt.altKey && !evt.ctrlKey && !evt.metaKey && !isTyping(target);
+      if (plain && evt.key.toLowerCase() === "l" && state.previousHref) {
+        evt.preventDefault();
+        goPrevious();
+      }
+      return;
+    }
     if (evt.key === "Enter" && (evt.ctrlKey || evt.metaKey)) {
       evt.preventDefault();
       submit(state.verdictPhase ? "verdict" : "expectation");
@@ -1160,6 +1485,13 @@
       case "s":
         openSkip();
         return true;
+      case "l":
+        if (!state.previousHref) {
+          setStatus("No previous review: you have not submitted one in this round yet.", "error");
+          return true;
+        }
+        goPrevious();
+        return true;
       case "b":
       case "p":
       case "m":
@@ -1216,6 +1548,17 @@
       if (scale) draw();
     }).observe(viewport);
   }
+
+  /* Side by side, the image column sticks to the top of the window (review.css). A column
+   * taller than the window would hide its own lower part (the regions) until the end of the
+   * page, so it then sticks by its bottom edge instead: everything in it stays reachable. */
+  const stage = document.querySelector(".stage");
+  function updateStageTop() {
+    const top = Math.min(0, window.innerHeight - stage.offsetHeight);
+    stage.style.setProperty("--stage-top", `${top}px`);
+  }
+  if (window.ResizeObserver) new ResizeObserver(updateStageTop).observe(stage);
+  window.addEventListener("resize", updateStageTop);
 
   // Leaving the page: save what is pending (keepalive lets the request outlive the page).
   window.addEventListener("pagehide", () => {

@@ -33,6 +33,9 @@ def browser_for(user) -> Client:
 
 
 def named_round(world, name: str, *, experts=None, **kwargs) -> ReviewRound:
+    # These tests are about the inbox's order and counts: the names are shown to experts
+    # (test_blind_first_round_names_are_neutral_for_experts checks the default).
+    kwargs.setdefault("show_name_to_experts", True)
     if kwargs.get("due_at") is not None:
         # Created a month before it is due: an overdue round was not overdue when it started.
         kwargs.setdefault("now", kwargs["due_at"] - timedelta(days=30))
@@ -268,3 +271,22 @@ def test_a_damaged_map_file_costs_the_alignment_not_the_submit(media_root):
     assert response.status_code == 200, response.content
     assert response.json()["alignment"] is None
     assert response.json()["saliency"]["ready"] is True
+
+
+def test_blind_first_round_names_are_neutral_for_experts():
+    """Issue 15, item 5: the demo's "test-split errors" told experts the images were the
+    model's mistakes. Experts of a blind-first round see "Review round N" by default."""
+    world = build_world(n=2, experts=1)
+    hidden = named_round(world, "test-split errors", show_name_to_experts=False)
+    shown = named_round(world, "Kitchen scenes", show_name_to_experts=True)
+    html = browser_for(world.experts[0]).get("/").content.decode()
+    assert "test-split errors" not in html
+    assert f"Review round {hidden.pk}" in html
+    assert shown.name in html
+    review_page = browser_for(world.experts[0]).get(f"/rounds/{hidden.pk}/review/")
+    assert "test-split errors" not in review_page.content.decode()
+    # The scientist sees the real name.
+    assert (
+        "test-split errors"
+        in browser_for(world.scientist).get(f"/rounds/{hidden.pk}/").content.decode()
+    )

@@ -147,6 +147,21 @@ class RoundReviewTable(APIView):
         )
 
 
+class RoundReviewCSV(RoundReviewTable):
+    """GET /api/rounds/{id}/reviews.csv: the same rows as the JSON, every page, as CSV."""
+
+    @extend_schema(
+        operation_id="rounds_reviews_csv",
+        parameters=FILTER_PARAMETERS,
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV_COLUMNS"),
+            400: OpenApiResponse(description="a bad filter or sort, named"),
+        },
+    )
+    def get(self, request: Request, round_id: int, format: str | None = None) -> Any:
+        return super().get(request, round_id, format="csv")
+
+
 class JobRetry(APIView):
     """POST /api/jobs/{id}/retry/: queue a failed job again (scientists of its project);
     it computes only what is still missing. 409 for a job that has not failed."""

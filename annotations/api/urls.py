@@ -98,7 +98,7 @@ urlpatterns = [
     ),
     path(
         "rounds/<int:round_id>/reviews.csv",
-        rtv.RoundReviewTable.as_view(),
+        rtv.RoundReviewCSV.as_view(),
         {"format": "csv"},
         name="api-round-reviews-csv",
     ),

@@ -9,6 +9,10 @@ embedded: SQLite under ``var/`` and Celery over kombu's ``filesystem://`` transp
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import time
 from pathlib import Path
 
 import environ
@@ -19,12 +23,45 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 
-DEBUG: bool = env.bool("DEBUG", default=True)
+# Off unless a developer asks for Django's debug pages with DEBUG=1: they show tracebacks with
+# local variables, settings and every URL pattern, so no default may turn them on.
+DEBUG: bool = env.bool("DEBUG", default=False)
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+_EMBEDDED_DB = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def _embedded_secret_key(path: Path) -> str:
+    """The embedded mode's key: made once, kept in ``var/secret_key`` (mode 0600) so that
+    sessions survive a restart and the web process and the worker agree. Created with
+    O_EXCL, so two processes starting together end up reading the same key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the creator may not have written it yet
+            key = path.read_text().strip()
+            if key:
+                return key
+            time.sleep(0.02)
+        raise ImproperlyConfigured(f"{path} is empty; delete it or set SECRET_KEY.") from None
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
 SECRET_KEY: str | None = env.str("SECRET_KEY", default=None)
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+    if _EMBEDDED_DB:
+        SECRET_KEY = _embedded_secret_key(
+            Path(env.str("SECRET_KEY_FILE", default=str(VAR_DIR / "secret_key")))
+        )
+    elif DEBUG:
+        SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+    else:
+        # Several web and worker machines must share one key: it cannot be made up here.
+        raise ImproperlyConfigured("SECRET_KEY must be set with a server database and DEBUG off.")
 
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -40,10 +77,12 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "django_filters",
+    "annotations",
+    # Before drf_spectacular: frontend/templates/drf_spectacular/swagger_ui.html adds a link
+    # back to the app to the API docs page.
+    "frontend",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "annotations",
-    "frontend",
 ]
 
 MIDDLEWARE = [
@@ -59,6 +98,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "feedback_service.urls"
+# A form sent with an expired or foreign CSRF token gets the app's 403 page.
+CSRF_FAILURE_VIEW = "frontend.views.csrf_failure"
 WSGI_APPLICATION = "feedback_service.wsgi.application"
 
 TEMPLATES = [
@@ -77,8 +118,7 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if _EMBEDDED_DB:
     VAR_DIR.mkdir(exist_ok=True)
     # The web process and the worker share the file: WAL lets readers run beside one writer,
     # IMMEDIATE takes the write lock at BEGIN so two writers queue instead of deadlocking.
@@ -87,8 +127,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    # Tests that start a real worker process need a database file both processes can open.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # Tests that start a real worker process need a database file both processes can open;
+    # it sits beside the database, so a checkout with DATABASE_URL=sqlite:////elsewhere/db
+    # runs its tests apart from another run in var/.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(Path(DATABASES["default"]["NAME"]).parent / "test.sqlite3")
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     # Off by default: a check costs a round trip on every request, and Django already drops a
@@ -109,6 +153,10 @@ USE_TZ = True
 # --- Files --------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise warns about a missing folder on every start; before the first collectstatic it
+# serves from the apps' folders (WHITENOISE_USE_FINDERS below).
+with contextlib.suppress(OSError):  # a read-only image has its files collected already
+    STATIC_ROOT.mkdir(exist_ok=True)
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 # Uploads land here before a worker imports them; it must be on storage the worker can read.
@@ -128,14 +176,15 @@ STORAGES = {
         if _s3_bucket
         else {"BACKEND": "django.core.files.storage.FileSystemStorage"}
     ),
-    "staticfiles": {
-        "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        )
-    },
+    # Compressed copies, no hashed names: a manifest would make every page depend on the last
+    # collectstatic of this checkout (a stale one breaks pages and tests after an edit), and
+    # templates rendered by the workers have no collected files at all. WhiteNoise serves
+    # unhashed files with a short cache lifetime (WHITENOISE_MAX_AGE, 60 s).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Also serve files straight from the apps' static folders, so pages have their CSS and JS with
+# DEBUG off before (or without) collectstatic: tests, `manage.py runserver`, a worker.
+WHITENOISE_USE_FINDERS = True
 
 # --- Dataset import limits ----------------------------------------------------------------
 IMPORT_MAX_UNCOMPRESSED_BYTES: int = env.int("IMPORT_MAX_UNCOMPRESSED_BYTES", default=2 * 1024**3)
@@ -216,6 +265,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The split choices appear as `split` and `default_split`: one enum in the schema.
+    "ENUM_NAME_OVERRIDES": {"SplitEnum": "annotations.models.Split"},
 }
 
 # PostgreSQL: run the hot path's statements as server-side prepared statements

@@ -13,6 +13,12 @@ urlpatterns = [
     path("", include("frontend.urls")),
 ]
 
+# Pages answer in the app's layout, API paths in JSON (frontend/views.py); with DEBUG=1
+# Django shows its debug pages instead.
+handler403 = "frontend.views.permission_denied"
+handler404 = "frontend.views.page_not_found"
+handler500 = "frontend.views.server_error"
+
 if settings.DEBUG:
     # Local files only; production serves media from object storage or a web server.
     urlpatterns.append(

@@ -3,12 +3,14 @@ access helpers the API uses (annotations.selectors / .services / .permissions)."
 
 from django.urls import path
 
-from frontend import approver_views, expert_views, scientist_views, views
+from frontend import approver_views, expert_views, my_reviews_views, scientist_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     # Experts
     path("rounds/<int:round_id>/review/", expert_views.review_page, name="review"),
+    path("reviews/mine/", my_reviews_views.my_reviews, name="my-reviews"),
+    path("reviews/<int:review_id>/edit/", my_reviews_views.review_edit_page, name="review-edit"),
     # Scientists (setup, rounds, failure analysis)
     path("projects/<int:project_id>/", scientist_views.project_page, name="project"),
     path("projects/<int:project_id>/rounds/new/", scientist_views.round_new, name="round-new"),

@@ -357,10 +357,13 @@ def _round_failed_jobs(review_round: Any) -> list[Job]:
     )
 
 
-def _round_reviews_context(request: HttpRequest, review_round: Any) -> dict[str, Any]:
+def _round_reviews_context(
+    request: HttpRequest, review_round: Any, experts: list[str]
+) -> dict[str, Any]:
     """The round's submitted reviews as the table shows them: filters from the query
     (a bad value is said next to its field and the list shown unfiltered), 50 a page, the
-    page's saliency and alignment, each row's link to the instance page."""
+    page's saliency and alignment, each row's link to the instance page. ``experts``: the
+    usernames the expert filter offers (the progress rows have them: no query)."""
     filter_errors: dict[str, list[str]] = {}
     try:
         filters = review_table.parse_review_filters(request.GET, review_round)
@@ -389,9 +392,7 @@ def _round_reviews_context(request: HttpRequest, review_round: Any) -> dict[str,
                 ("no", "Not acceptable"),
                 ("unanswered", "Not asked or not an error"),
             ],
-            "experts": list(
-                review_round.experts.order_by("username").values_list("username", flat=True)
-            ),
+            "experts": experts,
             "labels": labels,
             "sorts": list(review_table.SORT_LABELS.items()),
         },
@@ -434,7 +435,8 @@ def round_page(request: HttpRequest, round_id: int) -> HttpResponse:
     }
     status = 200
     if details:  # every expert's judgement: scientists and approvers only, as the API
-        context.update(_round_reviews_context(request, review_round))
+        experts = sorted(r["username"] for r in progress["experts"] if r.get("username"))
+        context.update(_round_reviews_context(request, review_round, experts))
         status = 400 if context["filter_errors"] else 200
     return render(request, "frontend/round.html", context, status=status)
 

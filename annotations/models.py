@@ -6,7 +6,9 @@ constraints and small derived properties only.
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -138,7 +140,10 @@ class ModelStatus(models.TextChoices):
 
 
 def model_upload_to(model_version: ModelVersion, filename: str) -> str:
-    return f"models/{model_version.project_id}/{timezone.now():%Y%m%d%H%M%S}-{filename[-80:]}"
+    # A random name: a timestamp matched the prediction job's created_at, which experts and
+    # viewers can read, so the weights' name could be derived from the API.
+    suffix = Path(filename).suffix[-10:]
+    return f"models/{model_version.project_id}/{secrets.token_hex(16)}{suffix}"
 
 
 class ModelVersion(models.Model):

@@ -7,11 +7,14 @@ completely before anything is queued, so bad input answers 400 and leaves no job
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -286,8 +289,14 @@ def explanations_start(
 def _raw_name(
     mv: ModelVersion, method: str, target: str, instance_id: int, settings_key: str = ""
 ) -> str:
-    tail = f"-{settings_key}" if settings_key else ""
-    return f"explanations/{mv.project_id}/{mv.pk}/{method}/{target}/{instance_id}{tail}.npz"
+    """The storage name of a map: deterministic, so a batch redone after a crash overwrites
+    its own file, but unguessable and free of the target class. A name that carried the
+    predicted label (``.../gradcam/bedroom/42.npz``) told anyone who could probe names what
+    the model predicted for an instance before an expert's blind judgement. Keyed with
+    ``SECRET_KEY`` (HMAC-SHA256): without the key no name can be derived."""
+    key = f"{mv.pk}/{method}/{target}/{instance_id}/{settings_key}".encode()
+    token = hmac.new(settings.SECRET_KEY.encode(), key, hashlib.sha256).hexdigest()[:40]
+    return f"explanations/{mv.project_id}/{mv.pk}/{token}.npz"
 
 
 def explanations_write(
@@ -328,10 +337,13 @@ def explanations_write(
 
 def explanation_rendering(*, explanation: Explanation, kind: str) -> str:
     """The storage name of the overlay (``kind="overlay"``) or thumbnail, rendered from the
-    raw map on first request and kept for the next."""
+    raw map on first request and kept for the next. A rendering drawn by an older rendering
+    version (``rendering.RENDERING_VERSION``, in its file name) is drawn again and its old
+    file deleted."""
     field = explanation.overlay if kind == "overlay" else explanation.thumbnail
-    if field:
+    if field and rendering.is_current_rendering(field.name):
         return field.name
+    stale = field.name if field else ""
     with explanation.raw.open("rb") as fh:
         attribution_map = rendering.decode_raw(fh.read())
     with explanation.instance.image.open("rb") as fh:
@@ -340,15 +352,15 @@ def explanation_rendering(*, explanation: Explanation, kind: str) -> str:
     image = image.convert("RGB")
     if kind == "overlay":
         data = rendering.render_overlay(image, attribution_map, signed=explanation.signed)
-        suffix = "overlay.png"
     else:
         data = rendering.render_thumbnail(image, attribution_map, signed=explanation.signed)
-        suffix = "thumb.webp" if data[:4] == b"RIFF" else "thumb.png"
-    name = explanation.raw.name.rsplit(".", 1)[0] + f".{suffix}"
+    name = explanation.raw.name.rsplit(".", 1)[0] + "." + rendering.rendering_suffix(kind)
     if default_storage.exists(name):
         default_storage.delete(name)
     field.name = default_storage.save(name, ContentFile(data))
     explanation.save(update_fields=[kind])
+    if stale and stale != field.name and default_storage.exists(stale):
+        default_storage.delete(stale)
     return field.name
 
 

@@ -141,13 +141,16 @@ def confusion_matrix(*, model_version: ModelVersion, split: str | None = None) -
     return ConfusionMatrix(labels=labels + extra, counts=counts, split=split or None)
 
 
-def _explanation_of_prediction(model_version: ModelVersion, method: str | None) -> Subquery:
+def _explanation_of_prediction(
+    model_version: ModelVersion, method: str | None, target: str | None = None
+) -> Subquery:
     """The id of a map explaining the prediction itself (target = predicted class): the one
-    that says what the model looked at for the answer it gave."""
+    that says what the model looked at for the answer it gave; or, with ``target``, the map
+    of that class ("why P and not Q": what in the image speaks for Q)."""
     maps = Explanation.objects.filter(
         instance_id=OuterRef("instance_id"),
         model_version=model_version,
-        target=OuterRef("label"),
+        target=OuterRef("label") if target is None else target,
         settings_key="",  # the default settings' map
     )
     if method:
@@ -173,11 +176,13 @@ def confusion_cell_instances(
     predicted_label: str,
     split: str | None = None,
     method: str | None = None,
+    target: str | None = None,
 ) -> QuerySet[Prediction]:
     """The predictions of one confusion cell, most confident first (a confident error is the
     likeliest unknown unknown), each with its ``instance`` loaded, ``explanation_id`` (a map
-    of the predicted class, by ``method`` when given, else any; None when none exists yet) and
-    ``review_count`` (submitted reviews of the instance in any round).
+    of the predicted class, or of ``target`` when given, by ``method`` when given, else any;
+    None when none exists yet) and ``review_count`` (submitted reviews of the instance in any
+    round).
 
     One query per page of results, whatever the page size.
     """
@@ -198,7 +203,7 @@ def confusion_cell_instances(
             "instance__original_name",
         )
         .annotate(
-            explanation_id=_explanation_of_prediction(model_version, method),
+            explanation_id=_explanation_of_prediction(model_version, method, target),
             review_count=_submitted_review_count(),
         )
         .order_by("-confidence", "instance_id")
@@ -223,6 +228,17 @@ def instance_predictions(*, instance: Instance) -> list[Prediction]:
         .defer("embedding")
         .annotate(explanation_id=Subquery(maps.order_by("id").values("id")[:1]))
         .order_by("model_version__version")
+    )
+
+
+def instance_explanations(*, instance: Instance) -> list[Explanation]:
+    """The instance's maps with the default settings (the ones rounds and thumbnails show),
+    of every model version, method and target, newest version first, with the model version
+    loaded. One query."""
+    return list(
+        Explanation.objects.filter(instance=instance, settings_key="")
+        .select_related("model_version")
+        .order_by("-model_version__version", "method", "target", "id")
     )
 
 

@@ -565,7 +565,6 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
     script does it through the API and fills the thumbnails in); ``?method=&target=`` choose
     which maps the thumbnails show."""
     mv = access.access_model_version_by_id(request.user, model_version_id)
-    roles = access.roles_in_project(request.user, mv.project_id)
     split_param = request.GET.get("split") or Split.TEST
     if split_param not in {s for s, _ in SPLIT_OPTIONS} | {"all"}:
         split_param = Split.TEST
@@ -594,6 +593,7 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
             )
         rows.append({"row": row, "cells": cells})
     page = None
+    manage = False
     cell_ids: list[int] = []
     method, target = _shown_maps(request, mv)
     explain_error = None
@@ -608,7 +608,11 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
             target=target,
         )
         page = Paginator(qs, CELL_PAGE_SIZE).get_page(request.GET.get("page"))
-        cell_ids = list(qs.values_list("instance_id", flat=True))
+        # The compute form is for scientists (the bulk API's role) and sends the whole
+        # cell's ids: two queries, on a cell's page only.
+        manage = bool(access.roles_in_project(request.user, mv.project_id) & access.MANAGE)
+        if manage:
+            cell_ids = list(qs.values_list("instance_id", flat=True))
         if request.method == "POST" and request.POST.get("action") == "explain":
             explain_error = _explain_cell(request, mv, cell_ids)
             if explain_error is None:
@@ -616,7 +620,6 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
             status = 400
     elif request.method == "POST":
         return redirect(request.get_full_path())  # no cell picked: nothing to compute
-    manage = bool(roles & access.MANAGE)
     cell_query = ""
     if true_label is not None:
         cell_query = urlencode(

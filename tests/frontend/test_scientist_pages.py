@@ -477,7 +477,8 @@ def test_matrix_page_shows_counts_and_a_cell_shows_its_instances(world):
     html = client.get(
         f"/model-versions/{world.mv.pk}/matrix/", {"true": "dog", "pred": "bird"}
     ).content.decode()
-    shown = [int(i) for i in re.findall(r'href="/instances/(\d+)/"', html)]
+    # Each links to the instance page inside this cell's list (previous / next).
+    shown = [int(i) for i in re.findall(r'href="/instances/(\d+)/\?from=cell&amp;', html)]
     assert sorted(shown) == sorted(dog_bird)
     assert f"/api/explanations/{exp.pk}/thumbnail/" in html
     assert f'src="/api/instances/{dog_bird[1]}/image/"' in html
@@ -503,8 +504,9 @@ def test_matrix_page_query_count_does_not_grow_with_the_data(world, django_asser
     client = client_for(world.scientist)
     url = f"/model-versions/{world.mv.pk}/matrix/"
     # session, user, access check (model version + project, roles), navigation (roles,
-    # projects), the matrix, and the cell's count and page.
-    with django_assert_max_num_queries(9):
+    # projects), the matrix, and the cell's count and page; for a scientist the compute
+    # form's role check and the cell's instance ids.
+    with django_assert_max_num_queries(11):
         response = client.get(url, {"true": "dog", "pred": "bird"})
     assert response.status_code == 200
     assert response.content.decode().count('href="/instances/') == 48
@@ -578,7 +580,8 @@ def test_instance_page_query_count(world, django_assert_max_num_queries):
     for k in range(5):
         InstanceComment.objects.create(instance=instance, author=world.scientist, body=f"c{k}")
     client = client_for(world.scientist)
-    with django_assert_max_num_queries(11):
+    # +1 for the instance's saliency maps (the overlay and its chooser).
+    with django_assert_max_num_queries(12):
         response = client.get(f"/instances/{instance.pk}/")
     assert response.content.decode().count('class="body"') == 5
 

@@ -82,6 +82,23 @@ def test_review_table_filter_and_csv_download(page, login, media_root):
     assert f"from=round&round={review_round.pk}" in href
     assert "verdict=incorrect" in href
 
+    # Keyboard: from Apply, Tab reaches Clear filters, the CSV link, the table's scroll box
+    # (focusable, so arrow keys scroll it) and the first row's link, in that order.
+    page.get_by_role("button", name="Apply").focus()
+    reached = []
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        reached.append(
+            page.evaluate(
+                "() => { const e = document.activeElement;"
+                " return e.getAttribute('role') || e.textContent.trim().slice(0, 20); }"
+            )
+        )
+    assert reached[0] == "Clear filters"
+    assert reached[1].startswith("Download CSV")
+    assert reached[2] == "region"
+    assert reached[3].startswith("Instance #")
+
     # The table fits: it scrolls inside its own box, which stays inside the viewport.
     for fit in page.evaluate(OVERFLOW_JS, "table.review-table"):
         assert fit["pastViewport"] <= 0

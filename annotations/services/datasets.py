@@ -171,12 +171,14 @@ def dataset_import_run(
         manifest_format = "json" if manifest_path.suffix == ".json" else "csv"
     job_start(job=job)
 
+    # Progress counts the archive's files, the unit the user thinks in (2,800 images import
+    # as 2,800): a file is half done once checked (decoded, the first half of the work) and
+    # done once written, or once refused, since a refused file is not written.
     def on_scan(done: int, total: int) -> None:
-        # Scanning (decoding) is the first half of the work, writing the second.
         if total and (done % 50 == 0 or done == total):
-            job_progress(job=job, done=done, total=2 * total)
+            job_progress(job=job, done=done // 2, total=total)
         if progress:
-            progress(done, 2 * total)
+            progress(done // 2, total)
 
     try:
         scan = archive.scan_archive(
@@ -205,15 +207,17 @@ def dataset_import_run(
         )
         return report
 
-    total = len(scan.accepted)
-    job.total = 2 * total
+    files = len(scan.accepted) + len(scan.errors)
+    job.total = files
     written = 0
-    for start in range(0, total, IMPORT_WRITE_BATCH):
+    for start in range(0, len(scan.accepted), IMPORT_WRITE_BATCH):
         chunk = scan.accepted[start : start + IMPORT_WRITE_BATCH]
         written += _write_instances(dataset=dataset, archive_path=archive_path, accepted=chunk)
-        job_progress(job=job, done=total + start + len(chunk))
+        # Checked: every file; finished: the refused ones and the ones written so far.
+        done = (files + len(scan.errors) + start + len(chunk)) // 2
+        job_progress(job=job, done=done)
         if progress:
-            progress(total + start + len(chunk), 2 * total)
+            progress(done, files)
     report["written"] = written
     job_succeed(job=job, result=report)
     archive_path.unlink(missing_ok=True)

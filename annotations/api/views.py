@@ -270,7 +270,10 @@ class ExplanationListRequest(generics.ListAPIView):
         responses={200: s.ExplanationOutput, 202: s.JobOutput},
     )
     def post(self, request: Request, model_version_id: int) -> Response:
-        mv = access.access_model_version_by_id(request.user, model_version_id)
+        # Queueing computation is a scientist's act; approvers and viewers read the maps.
+        mv = access.access_model_version_by_id(
+            request.user, model_version_id, allowed=access.MANAGE
+        )
         data = s.ExplanationRequestInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data

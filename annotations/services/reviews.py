@@ -468,6 +468,7 @@ def task_heartbeat(*, task: ReviewTask, expert: Any) -> ReviewTask:
 def task_skip(*, task: ReviewTask, expert: Any, reason: str) -> None:
     """Release the lease with a reason; the expert is not offered this instance again."""
     _own_task(task, expert)
+    _round_open(task)
     if task.status == TaskStatus.SUBMITTED:
         raise Conflict("This task was submitted already.")
     check_text("reason", reason, limits.SKIP_REASON, required=True)

@@ -203,6 +203,16 @@ def test_experts_and_strangers_cannot_request(setup):
     approver = APIClient()
     approver.force_authenticate(add_member(project, "ann", Role.APPROVER))
     assert approver.post(url, {"method": "saliency"}, format="json").status_code == 403
+    # One instance on demand too (issue 16, defect 13): approvers read maps, they do not
+    # queue computation; nothing is queued.
+    one = f"/api/model-versions/{mv.pk}/explanations/"
+    instance = project.instances.first()
+    body = {"instance": instance.pk, "method": "saliency"}
+    jobs_before = Job.objects.count()
+    assert approver.post(one, body, format="json").status_code == 403
+    assert expert.post(one, body, format="json").status_code == 403
+    assert Job.objects.count() == jobs_before
+    assert approver.get(one).status_code == 200
     from tests.factories import make_user
 
     stranger = APIClient()

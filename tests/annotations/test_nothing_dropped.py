@@ -221,3 +221,14 @@ def test_instance_comment_with_a_nul_or_over_the_limit_is_refused(world):
         assert "body" in response.json()
     assert not InstanceComment.objects.exists()
     assert client.post(url, {"body": "fine"}, format="json").status_code == 201
+
+
+def test_skip_in_a_closed_round_is_refused_and_the_task_stays(world):
+    """Issue 16, defect 14: skip answered 204 in a closed round and reopened the task."""
+    review_round, alice, task = _start(world)
+    world.client(world.scientist).post(f"/api/rounds/{review_round.pk}/close/")
+    response = alice.post(f"/api/tasks/{task['id']}/skip", {"reason": "blurry"}, format="json")
+    assert response.status_code == 409
+    assert "round" in response.json()
+    row = ReviewTask.objects.get(pk=task["id"])
+    assert (row.status, row.expert_id) == (TaskStatus.LEASED, world.experts[0].pk)

@@ -44,6 +44,7 @@ SORT_LABELS: dict[str, str] = {
     "-submitted": "Newest first",
     "submitted": "Oldest first",
     "expert": "Expert (A-Z)",
+    "-expert": "Expert (Z-A)",
     "-severity": "Severity (highest first)",
     "severity": "Severity (lowest first)",
     "-time": "Time spent (longest first)",

@@ -10,6 +10,7 @@ own URL with an ``action``; a service's ValidationError is shown next to the fie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -357,6 +358,32 @@ def _round_failed_jobs(review_round: Any) -> list[Job]:
     )
 
 
+# Columns whose header sorts the table: sort key, and the direction of a first click.
+SORTABLE_COLUMNS = {
+    "expert": "expert",
+    "severity": "-severity",
+    "time": "-time",
+    "submitted": "-submitted",
+}
+
+
+def _sort_headers(filters: review_table.ReviewFilters) -> dict[str, dict[str, str]]:
+    """Per sortable column: the link that sorts by it (the other direction when it is the
+    current sort) and its ``aria-sort``."""
+    headers = {}
+    for key, first in SORTABLE_COLUMNS.items():
+        current = filters.sort.removeprefix("-") == key
+        descending = filters.sort.startswith("-")
+        # A second click on the current column flips its direction.
+        target = (key if descending else f"-{key}") if current else first
+        query = dataclasses.replace(filters, sort=target).querystring()
+        headers[key] = {
+            "url": f"?{query}#reviews",
+            "aria_sort": ("descending" if descending else "ascending") if current else "none",
+        }
+    return headers
+
+
 def _round_reviews_context(
     request: HttpRequest, review_round: Any, experts: list[str]
 ) -> dict[str, Any]:
@@ -378,6 +405,7 @@ def _round_reviews_context(
         review.page_url = review_table.instance_page_url(review, filters)
     labels = list(review_round.project.labels)
     return {
+        "sort_headers": _sort_headers(filters),
         "reviews_page": page,
         "review_rows": rows,
         "filters": filters,

@@ -279,3 +279,27 @@ def test_project_page_retries_a_failed_job(world, sent, django_capture_on_commit
     assert response.status_code == 302
     assert response["Location"].endswith("#jobs")
     assert sent == [("explain_worker.tasks.compute_explanations", [job.pk])]
+
+
+def test_column_headers_sort_and_flip(world, reviewed):
+    review_round, _ = reviewed
+    client = client_for(world.scientist)
+    url = f"/rounds/{review_round.pk}/"
+    html = client.get(url, {"verdict": "incorrect"}).content.decode()
+    # Newest first by default: Submitted is the current (descending) column; a click flips it.
+    assert re.search(
+        r'aria-sort="descending"><a href="\?verdict=incorrect&amp;sort=submitted#reviews"',
+        html,
+    )
+    # Another column sorts in its first direction, keeping the filters.
+    assert 'href="?verdict=incorrect&amp;sort=-severity#reviews"' in html
+    assert 'href="?verdict=incorrect&amp;sort=expert#reviews"' in html
+    flipped = client.get(url, {"verdict": "incorrect", "sort": "expert"}).content.decode()
+    assert re.search(
+        r'aria-sort="ascending"><a href="\?verdict=incorrect&amp;sort=-expert#reviews"', flipped
+    )
+    names = re.findall(
+        r"<td>(pets-expert\d)</td>", client.get(url, {"sort": "-expert"}).content.decode()
+    )
+    assert names == sorted(names, reverse=True)
+    assert len(names) == 4

@@ -84,6 +84,10 @@ def review_page(request: HttpRequest, round_id: int) -> HttpResponse:
         "frontend/review.html",
         {
             "round": review_round,
+            # Whoever opens the review page reviews in the round, so it is named as experts
+            # see it (a neutral title in a blind-first round unless the scientist shows the
+            # name): no role lookup needed, and a scientist reviewing blind is not primed.
+            "round_title": review_round.title_for(as_expert=True),
             "project": review_round.project,
             "is_open": review_round.status == RoundStatus.OPEN,
             "config": config,

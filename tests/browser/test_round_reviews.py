@@ -83,10 +83,11 @@ def test_review_table_filter_and_csv_download(page, login, media_root):
     assert "verdict=incorrect" in href
 
     # Keyboard: from Apply, Tab reaches Clear filters, the CSV link, the table's scroll box
-    # (focusable, so arrow keys scroll it) and the first row's link, in that order.
+    # (focusable, so arrow keys scroll it), the sorting headers and the rows' links, in
+    # that order.
     page.get_by_role("button", name="Apply").focus()
     reached = []
-    for _ in range(4):
+    for _ in range(9):
         page.keyboard.press("Tab")
         reached.append(
             page.evaluate(
@@ -94,10 +95,11 @@ def test_review_table_filter_and_csv_download(page, login, media_root):
                 " return e.getAttribute('role') || e.textContent.trim().slice(0, 20); }"
             )
         )
-    assert reached[0] == "Clear filters"
+    assert reached[:4] == ["Clear filters", reached[1], "region", "Expert: sort"]
     assert reached[1].startswith("Download CSV")
-    assert reached[2] == "region"
-    assert reached[3].startswith("Instance #")
+    assert reached[4:7] == ["Error: sort by sever", "Time spent: sort", "Submitted: sort"]
+    assert reached[7].startswith("Instance #")
+    assert reached[8].startswith("Instance #")
 
     # The table fits: it scrolls inside its own box, which stays inside the viewport.
     for fit in page.evaluate(OVERFLOW_JS, "table.review-table"):

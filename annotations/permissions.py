@@ -227,6 +227,9 @@ def access_task_by_id(
     task = selectors.task_in_context(task_id=task_id, user=user, lock=lock)
     if task is None:
         raise Http404("No task with that id.")
+    if not (task.asker_is_member or user.is_superuser):
+        # A removed member loses their tasks at once, the ones they hold included.
+        raise Http404("No task with that id.")
     if task.expert_id == user.pk:
         return task
     if not own and roles_in_project(user, task.round.project_id) & READ_DETAILS:
@@ -240,8 +243,9 @@ def access_review_by_id(user: User, review_id: int, *, own: bool = False) -> Rev
     review = _one(Review.objects.select_related("round__project", "task").filter(pk=review_id))
     if review is None or not user.is_authenticated:
         raise Http404("No review with that id.")
-    if review.expert_id == user.pk:
+    roles = roles_in_project(user, review.round.project_id)
+    if review.expert_id == user.pk and roles:  # not once their membership is gone
         return review
-    if not own and roles_in_project(user, review.round.project_id) & READ_DETAILS:
+    if not own and roles & READ_DETAILS:
         return review
     raise Http404("No review with that id.")

@@ -16,6 +16,7 @@ from annotations.models import (
     Explanation,
     Instance,
     Job,
+    Membership,
     ModelVersion,
     Prediction,
     Project,
@@ -433,7 +434,7 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
     keys), and with ``lock`` the task row locked for the transaction."""
     j = Joined(
         using,
-        extra={"draft": ReviewDraft._meta.get_field("data")},
+        extra={"draft": ReviewDraft._meta.get_field("data"), "is_member": None},
         t=ReviewTask,
         r=(ReviewRound, ROUND_FIELDS),
         p=(Project, PROJECT_FIELDS),
@@ -445,10 +446,15 @@ def _task_statement(lock: bool, using: str = "default") -> tuple[Joined, Stateme
     )
     drafts, dc = names(ReviewDraft, using)
     d = {name: f"d.{dc[name]}" for name in ("round", "instance", "expert", "data")}
+    members, m = names(Membership, using)
     features = connections[using].features
     lock_clause = " FOR UPDATE OF t" if lock and features.has_select_for_update_of else ""
     sql = (
-        f"SELECT {j.columns}, {d['data']} "
+        f"SELECT {j.columns}, {d['data']}, "
+        # Whether the asking user is still a member of the project: a removed member loses
+        # their tasks at once (permissions.access_task_by_id).
+        f"EXISTS (SELECT 1 FROM {members} m WHERE m.{m['project']} = {j.column('r', 'project')} "
+        f"AND m.{m['user']} = %(user)s) "
         f"FROM {j.table('t')} "
         f"JOIN {j.table('r')} ON {j.column('r', 'id')} = {j.column('t', 'round')} "
         f"JOIN {j.table('p')} ON {j.column('p', 'id')} = {j.column('r', 'project')} "
@@ -493,6 +499,7 @@ def task_in_context(*, task_id: int, user: Any, lock: bool = False) -> ReviewTas
     task.instance = found["i"]
     task.loaded_review = found["rv"]
     task.loaded_draft = found["extra"]["draft"]
+    task.asker_is_member = bool(found["extra"]["is_member"])
     task.loaded_prediction = found["pr"]
     task.loaded_saliency = found["ex"]
     return task

@@ -47,6 +47,16 @@ class MembershipInput(StrictInput):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+class MemberOutput(serializers.Serializer):
+    username = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberRemovedOutput(serializers.Serializer):
+    username = serializers.CharField()
+    removed_roles = serializers.ListField(child=serializers.CharField())
+
+
 class DatasetOutput(serializers.ModelSerializer):
     instance_count = serializers.IntegerField(read_only=True)
 

@@ -18,6 +18,11 @@ urlpatterns = [
         views.ProjectMembers.as_view(),
         name="api-project-members",
     ),
+    path(
+        "projects/<int:project_id>/members/<str:username>/",
+        views.ProjectMember.as_view(),
+        name="api-project-member",
+    ),
     path("projects/<int:project_id>/datasets/", views.DatasetList.as_view(), name="api-datasets"),
     path(
         "projects/<int:project_id>/datasets/import/",

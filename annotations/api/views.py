@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from django.http import FileResponse, Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -23,6 +23,7 @@ from annotations.models import (
     Job,
     ModelVersion,
     Prediction,
+    Role,
 )
 from annotations.services import comments as comment_services
 
@@ -59,6 +60,32 @@ class ProjectMembers(APIView):
             return Response({"username": ["No such user."]}, status=status.HTTP_400_BAD_REQUEST)
         services.membership_add(project=project, user=user, role=data.validated_data["role"])
         return Response(status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: s.MemberOutput(many=True)})
+    def get(self, request: Request, project_id: int) -> Response:
+        project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        members = project.memberships.select_related("user").order_by("user__username", "role")
+        return Response(s.MemberOutput(members, many=True).data)
+
+
+class ProjectMember(APIView):
+    """Remove a member: ``DELETE .../members/{username}/`` takes every role away,
+    ``?role=expert`` one of them. Their access ends at once; the tasks they hold go back to
+    the pool; their submitted reviews stay."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("role", str, required=False, enum=list(Role.values))],
+        responses={200: s.MemberRemovedOutput},
+    )
+    def delete(self, request: Request, project_id: int, username: str) -> Response:
+        project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None or not project.memberships.filter(user=user).exists():
+            raise Http404("No member with that username.")
+        roles = services.membership_remove(
+            project=project, user=user, role=request.query_params.get("role") or None
+        )
+        return Response({"username": username, "removed_roles": roles})
 
 
 class DatasetList(generics.ListAPIView):

@@ -35,7 +35,7 @@ from annotations.services.predictions_import import (
     predictions_import_run,
     predictions_import_start,
 )
-from annotations.services.projects import membership_add, project_create
+from annotations.services.projects import membership_add, membership_remove, project_create
 
 __all__ = [
     "ImportOptions",
@@ -53,6 +53,7 @@ __all__ = [
     "job_succeed",
     "jobs_requeue_orphaned",
     "membership_add",
+    "membership_remove",
     "model_spec",
     "model_version_register",
     "parse_predictions",

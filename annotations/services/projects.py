@@ -66,3 +66,36 @@ def membership_add(*, project: Project, user: Any, role: str) -> Membership:
         raise field_error("role", f"Unknown role '{role}'; use one of {', '.join(Role.values)}.")
     membership, _ = Membership.objects.get_or_create(project=project, user=user, role=role)
     return membership
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, user: Any, role: str | None = None) -> list[str]:
+    """Take ``role`` (every role when None) in ``project`` away from ``user``; returns the
+    roles removed. A project keeps at least one scientist.
+
+    Access follows membership everywhere (``permissions``), so the user loses the project's
+    tasks and reviews at once. Once they are no longer an expert of the project they also
+    leave its rounds (no inbox entry, no digest) and the tasks they hold go back to the pool,
+    their unsubmitted expectation kept in their draft as on lease expiry; their submitted
+    reviews stay, since they were made while they were a member."""
+    from annotations.services import reviews
+
+    if role is not None and role not in Role.values:
+        raise field_error("role", f"Unknown role '{role}'; use one of {', '.join(Role.values)}.")
+    held = Membership.objects.select_for_update().filter(project=project, user=user)
+    removing = held if role is None else held.filter(role=role)
+    roles = sorted(removing.values_list("role", flat=True))
+    if not roles:
+        raise field_error(
+            "role" if role else "username",
+            f"{user.get_username()} has no {'role ' + repr(role) if role else 'role'} here.",
+        )
+    if Role.SCIENTIST in roles:
+        others = Membership.objects.filter(project=project, role=Role.SCIENTIST).exclude(user=user)
+        if not others.exists():
+            raise field_error("role", "A project keeps at least one scientist; add another first.")
+    removing.delete()
+    if not Membership.objects.filter(project=project, user=user, role=Role.EXPERT).exists():
+        reviews.expert_leave_project(project=project, expert=user)
+    logger.info("Removed %s from project %s as %s", user.pk, project.pk, ", ".join(roles))
+    return roles

@@ -318,6 +318,30 @@ def _release_unsubmitted_review(task_id: int, expert_id: int) -> None:
     review.delete()
 
 
+def expert_leave_project(*, project: Any, expert: Any) -> int:
+    """An expert leaves a project's rounds: the tasks they hold return to the pool (their
+    unsubmitted expectation moves to their draft, as on expiry) and they are no longer one
+    of the rounds' experts. Submitted reviews stay. Returns the number of tasks released."""
+    released = 0
+    held = ReviewTask.objects.filter(
+        round__project=project, expert=expert, status=TaskStatus.LEASED
+    ).values_list("id", flat=True)
+    for task_id in list(held):
+        _release_unsubmitted_review(task_id, expert.pk)
+        released += ReviewTask.objects.filter(
+            pk=task_id, expert=expert, status=TaskStatus.LEASED
+        ).update(
+            status=TaskStatus.OPEN,
+            expert=None,
+            leased_at=None,
+            lease_expires_at=None,
+            expectation_at=None,
+        )
+    for review_round in ReviewRound.objects.filter(project=project, experts=expert):
+        review_round.experts.remove(expert)
+    return released
+
+
 def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     """Lease one task to ``expert``: their own unexpired lease if they hold one, else the
     best open slot of an instance they have not had. None when nothing is left for them.

@@ -106,11 +106,8 @@
     setOpacity(Number(slider.value));
   }
 
-  const pick = document.querySelector("[data-overlay-pick]");
-  if (pick) {
-    const select = pick.querySelector("select");
-    select.addEventListener("change", () => pick.requestSubmit());
-  }
+  // The map chooser is a plain GET form with a Show button: changing the select with the
+  // arrow keys must not leave the page on every step.
 
   // --- Keys --------------------------------------------------------------------------------
 

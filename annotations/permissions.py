@@ -35,6 +35,16 @@ from annotations.prepared import Joined, Statement, names
 User = AbstractBaseUser | AnonymousUser
 
 
+# The largest id a bigint primary key can hold. The ORM answers "no such row" for a larger
+# one (Django >= 5.0); the hot path's hand-written statements would send it to the database,
+# which fails (500), so they check first.
+MAX_ID = 2**63 - 1
+
+
+def _real_id(value: int) -> bool:
+    return 0 < value <= MAX_ID
+
+
 def _one(queryset: QuerySet) -> Any:
     """The single row of a primary-key lookup, or None. Unlike ``.first()`` it adds no ORDER
     BY (the models' default orderings), which is measurable CPU on the experts' hot path."""
@@ -192,7 +202,7 @@ def access_expert_round_by_id(user: User, round_id: int) -> ReviewRound:
     user's ``selectors.LeaseState`` in the round (set as ``review_round.lease_state`` for
     ``services.reviews.task_next``). A project member who is not one of the round's
     experts gets 403, anyone else 404."""
-    if not user.is_authenticated:
+    if not user.is_authenticated or not _real_id(round_id):
         raise Http404("No review round with that id.")
     joined, statement = _expert_round_statement()
     now = timezone.now()
@@ -222,7 +232,7 @@ def access_task_by_id(
     The task comes from ``selectors.task_in_context`` (one query: the payload needs no more
     reads). ``lock=True`` (inside a transaction) also locks the task row, as the submits
     need: the state checked here is then the one they act on."""
-    if not user.is_authenticated:
+    if not user.is_authenticated or not _real_id(task_id):
         raise Http404("No task with that id.")
     task = selectors.task_in_context(task_id=task_id, user=user, lock=lock)
     if task is None:

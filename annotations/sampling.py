@@ -88,6 +88,8 @@ def _is_int(value: object) -> bool:
 def _positive_int(value: object, field: str) -> int:
     if not _is_int(value) or value < 1:
         raise SamplingError(field, f"must be a positive integer, got {value!r}")
+    if value > 2**63 - 1:  # no id or count can be this large (and int64 arrays overflow)
+        raise SamplingError(field, f"is too large: {value}")
     return int(value)
 
 

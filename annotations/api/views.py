@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.http import FileResponse, Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from annotations import analysis, selectors, services
 from annotations import permissions as access
 from annotations.api import serializers as s
+from annotations.api.parsers import BoundedJSONParser
 from annotations.models import (
     Dataset,
     Explanation,
@@ -158,7 +159,7 @@ class ModelVersionListRegister(generics.ListAPIView):
     queryset = ModelVersion.objects.none()  # for the schema: get_queryset() needs the URL
     serializer_class = s.ModelVersionOutput
     filterset_fields = ["kind", "status"]
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
 
     def get_queryset(self):
         project = access.access_project_by_id(

@@ -558,7 +558,8 @@ def test_instance_page_shows_reviews_regions_and_disagreements(world):
         instance,
         world.experts[1],
         EXPECTATION | {"expected_label": "dog", "evidence": []},
-        VERDICT | {"prediction_verdict": "correct", "severity": None, "acceptable": None},
+        VERDICT
+        | {"prediction_verdict": "correct", "severity": None, "acceptable": None, "reason": ""},
     )
     html = client_for(world.scientist).get(f"/instances/{instance.pk}/").content.decode()
     assert "Ground truth" in html

@@ -15,7 +15,8 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
-## Set up, seed the demo and serve it with a worker at http://127.0.0.1:8000
+## Set up, seed the demo and serve it with a worker at http://$HOST:$PORT (127.0.0.1:8000);
+## the worker logs to var/worker.log; DEBUG=1 make run for Django's debug pages
 run: $(STAMP)
 	bash scripts/run.sh
 

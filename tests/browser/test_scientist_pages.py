@@ -84,7 +84,10 @@ def test_a_confusion_matrix_cell_shows_its_thumbnails(page, login, media_root):
     thumbs = page.locator(".thumbs li")
     expect(thumbs).to_have_count(1)
     dog_as_bird = world.instances[1]
-    expect(thumbs.get_by_role("link")).to_have_attribute("href", f"/instances/{dog_as_bird.pk}/")
+    # The instance page, inside this cell's list (previous / next).
+    expect(thumbs.get_by_role("link")).to_have_attribute(
+        "href", re.compile(rf"^/instances/{dog_as_bird.pk}/\?from=cell&")
+    )
     for alt in (f"instance {dog_as_bird.pk}", "saliency for bird"):
         image = thumbs.get_by_role("img", name=alt)
         expect(image).to_be_visible()

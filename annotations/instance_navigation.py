@@ -28,8 +28,6 @@ from annotations import analysis, review_table
 from annotations import permissions as access
 from annotations.models import Split
 
-CELL_KEYS = ("from", "model_version", "true", "predicted", "split")
-
 
 class Neighbours(NamedTuple):
     prev_url: str | None
@@ -60,7 +58,8 @@ def _param(params: Mapping[str, Any], key: str) -> str:
 
 def _int(params: Mapping[str, Any], key: str) -> int | None:
     value = _param(params, key)
-    return int(value) if value.isdigit() else None
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return int(value) if value.isascii() and value.isdecimal() else None
 
 
 def _cell_list(user: Any, params: Mapping[str, Any]) -> InstanceList | None:

@@ -736,6 +736,11 @@ def _regions(reviews: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, s
     return shapes, legend
 
 
+def _as_id(value: str) -> int | None:
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return int(value) if value.isascii() and value.isdecimal() else None
+
+
 def _map_label(exp: Explanation) -> str:
     return (
         f"v{exp.model_version.version} · {METHOD_LABELS.get(exp.method, exp.method)} · "
@@ -791,7 +796,7 @@ def _explain_instance(request: HttpRequest, instance: Any, versions: dict[int, A
     """The instance page's form without JS: one map on demand through the same service as
     ``POST /api/model-versions/{id}/explanations/``. Returns where to go next."""
     mv_id = request.POST.get("model_version", "")
-    mv = versions.get(int(mv_id)) if mv_id.isdigit() else None
+    mv = versions.get(_as_id(mv_id) or 0)
     if mv is None:
         messages.error(request, "model_version: no prediction of that version for this instance.")
         return request.get_full_path()
@@ -851,8 +856,8 @@ def instance_page(request: HttpRequest, instance_id: int) -> HttpResponse:
     maps = analysis.instance_explanations(instance=instance)
     listed = instance_navigation.instance_list(request.user, request.GET)
     nav = instance_navigation.neighbours_in(listed, instance.pk)
-    mv_hint = request.GET.get("model_version", "")
-    overlay = _pick_overlay(request, maps, predictions, int(mv_hint) if mv_hint.isdigit() else None)
+    mv_hint = _as_id(request.GET.get("model_version", ""))
+    overlay = _pick_overlay(request, maps, predictions, mv_hint)
     regions, region_legend = _regions(reviews)
     _review_alignments(instance, reviews, maps, predictions)
     compute_versions = [

@@ -284,7 +284,7 @@ def test_alignment_scores_and_tags_of_each_review(world):
     assert '<span class="tag tag-free">whiskers</span>' in first
     assert '<span class="tag tag-free">blurry</span>' in first
     assert "IoU" not in second
-    assert "<span class=\"tag" not in second
+    assert '<span class="tag' not in second
 
 
 # --- Previous / next -------------------------------------------------------------------------
@@ -435,6 +435,13 @@ def test_lists_a_user_may_not_read_give_no_navigation(world):
         {},
         {"from": "elsewhere"},
         {"from": "cell", "model_version": "x"},
+        {"from": "cell", "model_version": "\u00b2", "true": "dog", "predicted": "bird"},
+        {"from": "round", "round": "\u00b2"},
         {"from": "round", "round": "999999"},
     ):
         assert instance_navigation.instance_list(world.scientist, params) is None
+    # A malformed id in the page's own parameters is no error either.
+    response = client_for(world.scientist).get(
+        f"/instances/{instance.pk}/", {"from": "cell", "model_version": "\u00b2"}
+    )
+    assert response.status_code == 200

@@ -168,11 +168,13 @@ def _smoothed(values: np.ndarray) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float32)
     kernel = np.exp(-(x * x) / (2 * sigma * sigma))
     kernel /= kernel.sum()
-    out = values
-    for axis in (0, 1):
-        padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], "edge")
-        out = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), axis, padded)
-    return out.astype(np.float32)
+    height, width = values.shape
+    # One shifted multiply-add per tap over the whole array (vectorised, no per-row loop).
+    padded = np.pad(values, ((radius, radius), (0, 0)), mode="edge")
+    rows = sum(w * padded[k : k + height] for k, w in enumerate(kernel))
+    padded = np.pad(rows, ((0, 0), (radius, radius)), mode="edge")
+    out = sum(w * padded[:, k : k + width] for k, w in enumerate(kernel))
+    return np.asarray(out, dtype=np.float32)
 
 
 def display_values(attribution: np.ndarray) -> np.ndarray:
@@ -197,13 +199,15 @@ def _muted_photo(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return muted * _PHOTO_BRIGHTNESS
 
 
-def top_region(attribution: np.ndarray) -> np.ndarray:
+def top_region(attribution: np.ndarray, drawn: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask (on the map's grid) of the region the overlay outlines: the top
-    ``OUTLINE_TOP_FRACTION`` of cells by value of the map as drawn (smoothed), the way the
-    alignment scores define S on the raw map."""
+    ``OUTLINE_TOP_FRACTION`` of cells by value of the map as drawn (smoothed; pass
+    ``display_values(attribution)`` as ``drawn`` when already computed), the way the alignment
+    scores define S on the raw map."""
     from explain_worker.alignment import saliency_mask
 
-    drawn = display_values(attribution)
+    if drawn is None:
+        drawn = display_values(attribution)
     # Only where the map is visibly coloured: a signed map may hold fewer strong positive
     # cells than the fraction, and outlining faint ones would mark noise.
     return saliency_mask(drawn, top_fraction=OUTLINE_TOP_FRACTION) & (drawn >= _OUTLINE_FLOOR)
@@ -234,7 +238,8 @@ def _blend(
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
     base = _muted_photo(image, size)
-    normalised = display_values(attribution)
+    drawn = display_values(attribution)
+    normalised = drawn
     if normalised.shape[::-1] != size:
         # Mode "F" keeps the map as float, so the resize does not quantise it.
         normalised = np.asarray(
@@ -245,7 +250,7 @@ def _blend(
     blended = np.clip(np.rint(base + (rgba[..., :3] * 255.0 - base) * alpha), 0, 255)
     picture = blended.astype(np.uint8)
     if outline:
-        mask = top_region(attribution)
+        mask = top_region(attribution, drawn)
         if mask.shape[::-1] != size:
             mask = (
                 np.asarray(

@@ -321,8 +321,11 @@ def test_previous_and_next_within_a_matrix_cell(world):
     assert [_id(u) for u in links][:1] == [high.pk]  # most confident first
     assert all(parse_qs(urlsplit(u.replace("&amp;", "&")).query) == parse_qs(cell) for u in links)
 
-    nav = _nav(client.get(f"/instances/{middle.pk}/?{cell}").content.decode())
+    html = client.get(f"/instances/{middle.pk}/?{cell}").content.decode()
+    nav = _nav(html)
     assert nav["where"] == "2/4"
+    back = f"/model-versions/{world.mv.pk}/matrix/?split=test&amp;true=dog&amp;pred=bird#cell"
+    assert f'<a href="{back}">v1: true dog, predicted bird</a>' in html
     assert _id(nav["prev"]) == high.pk
     assert parse_qs(urlsplit(nav["next"]).query) == parse_qs(cell)
     # Walk to the end and back.
@@ -365,8 +368,14 @@ def test_previous_and_next_within_a_round_s_reviews(world):
     assert listed is not None
     assert listed.ids == sorted(set(submitted[a.pk] + submitted[b.pk]))
     second = listed.ids[1]
-    nav = _nav(client.get(f"/instances/{second}/", params).content.decode())
+    html = client.get(f"/instances/{second}/", params).content.decode()
+    nav = _nav(html)
     assert nav["where"] == f"2/{len(listed.ids)}"
+    # A link back to the table, with its sort.
+    assert (
+        f'<a href="/rounds/{review_round.pk}/?sort=instance#reviews">reviews of round all six</a>'
+        in html
+    )
     assert _id(nav["prev"]) == listed.ids[0]
     assert _id(nav["next"]) == listed.ids[2]
     assert parse_qs(urlsplit(nav["next"]).query) == {k: [v] for k, v in params.items()}

@@ -41,8 +41,12 @@ User = AbstractBaseUser | AnonymousUser
 MAX_ID = 2**63 - 1
 
 
-def _real_id(value: int) -> bool:
-    return 0 < value <= MAX_ID
+def _real_id(value: int | str) -> bool:
+    """Whether ``value`` (an int, or digits from a ``re_path``) can be a primary key."""
+    try:
+        return 0 < int(value) <= MAX_ID
+    except (TypeError, ValueError):
+        return False
 
 
 def _one(queryset: QuerySet) -> Any:

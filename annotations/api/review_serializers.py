@@ -27,7 +27,11 @@ class RoundOutput(serializers.ModelSerializer):
 
     def to_representation(self, instance: ReviewRound) -> dict[str, Any]:
         data = super().to_representation(instance)
-        if self.context.get("expert_only"):
+        user_id = self.context.get("user_id")
+        # Hidden from the round's own experts whatever other roles they hold (a viewer who
+        # reviews would otherwise see how the sample was drawn), and from expert-only users.
+        of_the_round = user_id is not None and any(u.pk == user_id for u in instance.experts.all())
+        if self.context.get("expert_only") or of_the_round:
             for name in self.HIDDEN_FROM_EXPERTS:
                 data.pop(name, None)
             # A name or description can say what the sample is ("test-split errors").

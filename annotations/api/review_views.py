@@ -46,7 +46,8 @@ class RoundListCreate(generics.ListAPIView):
         return super().get_serializer_context() | {
             "expert_only": access.is_expert_only(
                 access.roles_in_project(self.request.user, self.kwargs["project_id"])
-            )
+            ),
+            "user_id": self.request.user.pk,
         }
 
     @extend_schema(request=rs.RoundInput, responses={201: rs.RoundOutput})
@@ -101,7 +102,8 @@ class RoundDetail(APIView):
         context = {
             "expert_only": access.is_expert_only(
                 access.roles_in_project(request.user, review_round.project_id)
-            )
+            ),
+            "user_id": request.user.pk,
         }
         return Response(rs.RoundOutput(review_round, context=context).data)
 

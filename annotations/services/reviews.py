@@ -123,7 +123,7 @@ def round_create(
         if refusal:
             raise field_error("explanation_method", refusal)
     chosen = _check_questions(questions if questions is not None else Question.values)
-    _check_experts(project, experts)
+    _check_experts(project, experts, blind_first=blind_first)
     try:
         # Stored normalised, so the saved strategy carries its defaults and the part names
         # that key sampling_counts.
@@ -196,7 +196,7 @@ def _queue_saliency(review_round: ReviewRound, instance_ids: list[int], user: An
     )
 
 
-def _check_experts(project: Any, experts: Sequence[Any]) -> None:
+def _check_experts(project: Any, experts: Sequence[Any], *, blind_first: bool = False) -> None:
     from annotations.models import Membership, Role
 
     ids = {u.pk for u in experts}
@@ -210,11 +210,28 @@ def _check_experts(project: Any, experts: Sequence[Any]) -> None:
         raise field_error(
             "experts", f"Users {missing} are not experts of this project; add them first."
         )
+    if blind_first:
+        # A scientist, approver or viewer of the project can read its predictions and the
+        # other experts' reviews at any time: their judgement could not be blind.
+        seeing = (
+            Membership.objects.filter(project=project, user_id__in=ids)
+            .exclude(role=Role.EXPERT)
+            .select_related("user")
+            .order_by("user__username")
+        )
+        names = sorted({m.user.get_username() for m in seeing})
+        if names:
+            raise field_error(
+                "experts",
+                f"{', '.join(names)} can see the model's predictions in this project (another "
+                "role than expert), so a blind-first judgement of theirs would not be blind; "
+                "use an account that is only an expert, or turn blind-first off.",
+            )
 
 
 def round_add_experts(*, review_round: ReviewRound, experts: Sequence[Any]) -> list[Any]:
     """Add experts to a round; each new one gets an e-mail (sent after commit)."""
-    _check_experts(review_round.project, experts)
+    _check_experts(review_round.project, experts, blind_first=review_round.blind_first)
     present = set(review_round.experts.values_list("pk", flat=True))
     new = [u for u in experts if u.pk not in present]
     review_round.experts.add(*new)

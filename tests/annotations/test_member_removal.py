@@ -73,8 +73,8 @@ def test_a_removed_expert_reaches_nothing_and_their_lease_is_released(world):
 
 def test_removing_one_role_keeps_the_others(world):
     user = world.experts[0]
+    review_round = make_round(world, blind_first=False)
     Membership.objects.create(project=world.project, user=user, role=Role.VIEWER)
-    review_round = make_round(world)
     task = world.client(user).post(f"/api/rounds/{review_round.pk}/tasks/next").json()
     assert _remove(world, user, "viewer").json()["removed_roles"] == ["viewer"]
     assert world.client(user).get(f"/api/tasks/{task['id']}/").status_code == 200

@@ -151,3 +151,41 @@ def test_experts_see_a_neutral_title_in_a_blind_first_round(world):
     )
     ReviewRound.objects.filter(pk=hidden.pk).update(show_name_to_experts=True)
     assert alice.get(f"/api/rounds/{hidden.pk}/").json()["name"] == "test-split errors"
+
+
+@pytest.mark.parametrize("other_role", ["viewer", "approver", "scientist"])
+def test_a_blind_first_round_refuses_experts_who_can_see_predictions(world, other_role):
+    """Issue 16, defect 11: an expert who is also a viewer or approver of the project could
+    read the predictions and the round's sampling, so their "blind" judgement was not."""
+    from annotations.models import Membership
+
+    user = world.experts[0]
+    Membership.objects.create(project=world.project, user=user, role=other_role)
+    refused = _create_round(world, world.mv, experts=[user.username])
+    assert refused.status_code == 400
+    assert "would not be blind" in refused.json()["experts"][0]
+    allowed = _create_round(world, world.mv, experts=[user.username], blind_first=False)
+    assert allowed.status_code == 201, allowed.content
+    # Adding them to an existing blind-first round is refused the same way.
+    blind = _create_round(world, world.mv, experts=[world.experts[1].username]).json()["id"]
+    added = world.client(world.scientist).post(
+        f"/api/rounds/{blind}/experts/", {"experts": [user.username]}, format="json"
+    )
+    assert added.status_code == 400
+    assert not ReviewRound.objects.get(pk=blind).experts.filter(pk=user.pk).exists()
+
+
+def test_the_rounds_own_experts_never_see_its_sampling_whatever_their_roles(world):
+    from annotations.models import Membership
+
+    review_round = make_round(world, blind_first=False)
+    user = world.experts[0]
+    Membership.objects.create(project=world.project, user=user, role="viewer")
+    client = world.client(user)
+    for body in (
+        client.get(f"/api/rounds/{review_round.pk}/").json(),
+        client.get(f"/api/projects/{world.project.pk}/rounds/").json()["results"][0],
+    ):
+        assert "sampling" not in body
+        assert "experts" not in body
+    assert "sampling" in world.client(world.viewer).get(f"/api/rounds/{review_round.pk}/").json()

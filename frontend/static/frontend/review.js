@@ -355,7 +355,7 @@
     setStatus("Getting the next image…", "busy");
     const result = await api("POST", cfg.nextUrl, undefined, { retry: true });
     // After the lease, so the task now held counts as one left.
-    updateRoundNav();
+    updateRoundNav(result.status === 200);
     if (result.status === 204) {
       state.task = null;
       $("workspace").hidden = true;
@@ -483,15 +483,18 @@
   /* "n of m left": m is the round's images (tasks / overlap: an expert gets each image at
    * most once), n those the expert has neither submitted nor skipped, at most the open slots
    * plus the task the expert holds (other experts may take the rest). From the progress API,
-   * where an expert sees the overall figures and their own row. */
-  async function updateLeft() {
+   * where an expert sees the overall figures and their own row; it cannot tell which open
+   * slots this expert may take, so the next-task answer settles the ends: a task held is at
+   * least 1 left, "none left" (204) is 0. */
+  async function updateLeft(holding) {
     const result = await api("GET", cfg.progressUrl, undefined, {});
     if (result.status !== 200 || !result.data) return;
     const p = result.data;
     const own = (p.experts || []).find((r) => r.expert === cfg.expert) || {};
     const images = Math.round((p.total || 0) / Math.max(1, cfg.overlap || 1));
     const done = (own.submitted || 0) + (own.skipped || 0);
-    const left = Math.max(0, Math.min(images - done, (p.open || 0) + (own.in_progress || 0)));
+    const estimate = Math.min(images - done, (p.open || 0) + (own.in_progress || 0));
+    const left = holding ? Math.max(1, estimate) : 0;
     const el = $("left");
     el.textContent = `${fmtN(left)} of ${fmtN(images)} images left for you`;
     el.title = `You submitted ${fmtN(own.submitted || 0)} and skipped ${fmtN(own.skipped || 0)}.`;
@@ -534,8 +537,8 @@
     link.title = `Edit your review of image ${review.instance}, the last one you submitted`;
   }
 
-  function updateRoundNav() {
-    updateLeft();
+  function updateRoundNav(holding) {
+    updateLeft(holding);
     updatePrevious();
   }
 

@@ -203,3 +203,18 @@ def test_other_experts_review_is_not_found_and_a_closed_round_is_read_only():
     client.post(url, verdict_post(comment="late"))
     review.refresh_from_db()
     assert (review.version, review.comment) == (1, "odd")
+
+
+@pytest.mark.parametrize("rounds", [1, 4])
+def test_list_query_count_does_not_grow_with_the_reviews(rounds, django_assert_max_num_queries):
+    world = build_world(n=8, experts=1)
+    [expert] = world.experts
+    for _ in range(rounds):
+        review_round = make_round(world)
+        for _ in range(2):
+            submitted_review(review_round, expert)
+    client = client_for(expert)
+    # Session, user, the page's count and rows, the user's roles in the project, the nav.
+    with django_assert_max_num_queries(6):
+        response = client.get(reverse("my-reviews"))
+    assert len(response.context["reviews"]) == 2 * rounds

@@ -264,6 +264,13 @@ class TaskSaliency(APIView):
 
 
 class ReviewFilter(django_filters.FilterSet):
+    # Plain numbers, not model choices: a model-choice filter answers 400 for an id that
+    # does not exist and 200 for one of another project, which told anyone which ids exist.
+    # Now both give an empty list (the queryset holds only the caller's reviews).
+    round = django_filters.NumberFilter(field_name="round_id")
+    instance = django_filters.NumberFilter(field_name="instance_id")
+    expert = django_filters.NumberFilter(field_name="expert_id")
+
     class Meta:
         model = Review
         fields = ["round", "instance", "expert", "prediction_verdict", "acceptable"]

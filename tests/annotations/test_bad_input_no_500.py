@@ -96,3 +96,21 @@ def test_sampling_ids_beyond_int64_name_the_field(world):
     )
     assert response.status_code == 400, response.content
     assert any(key.startswith("sampling") for key in response.json())
+
+
+@pytest.mark.parametrize("key", ["round", "instance", "expert"])
+def test_review_list_filters_do_not_tell_which_ids_exist(world, key):
+    """Issue 16, defect 12: an existing id of another project answered 200, a missing one
+    400: an existence oracle. Both are now an empty list."""
+    other = build_world(slug="cars")
+    review_round = make_round(other)
+    foreign = {
+        "round": review_round.pk,
+        "instance": other.instances[0].pk,
+        "expert": other.experts[0].pk,
+    }[key]
+    client = world.client(world.scientist)
+    answers = [client.get(f"/api/reviews/?{key}={value}") for value in (foreign, 99_999_999)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert [a.json()["count"] for a in answers] == [0, 0]
+    assert client.get(f"/api/reviews/?{key}=abc").status_code == 400

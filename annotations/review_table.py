@@ -272,7 +272,21 @@ def csv_values(row: dict[str, Any]) -> list[Any]:
         "free_tags": "; ".join(row["free_tags"]),
         **{k: alignment.get(k) for k in ("iou", "ground_truth_coverage", "saliency_coverage")},
     }
-    return ["" if flat[c] is None else flat[c] for c in CSV_COLUMNS]
+    return [_cell(flat[c]) for c in CSV_COLUMNS]
+
+
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"): an expert's comment
+# or tag starting with "=", "+", "-", "@" or a control character. Such text cells get a
+# leading apostrophe, which spreadsheets show as text; numbers are left as they are.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def in_chunks(reviews: Iterable[Review], size: int) -> Iterator[list[Review]]:

@@ -305,6 +305,18 @@ def test_csv_has_the_same_rows_as_the_json(world, media_root):
     assert aligned["saliency_thumbnail_url"].endswith("/thumbnail/")
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_made_text(world, media_root):
+    """An expert's comment "=HYPERLINK(...)" must not become a formula in the scientist's
+    spreadsheet: text cells starting with = + - @ get a leading apostrophe."""
+    review_round = make_round(world)
+    review_all(review_round, world, [VERDICT | {"comment": '=HYPERLINK("http://x")'}])
+    response = world.client(world.scientist).get(f"/api/rounds/{review_round.pk}/reviews.csv")
+    [line] = csv_rows(response)
+    assert line["comment"] == '\'=HYPERLINK("http://x")'
+    # The JSON keeps the text exactly as written.
+    assert api_rows(world.client(world.scientist), review_round, "")[0]["comment"].startswith("=")
+
+
 @pytest.mark.parametrize(
     ("role", "status"),
     [("scientist", 200), ("approver", 200), ("expert", 403), ("viewer", 403), ("outsider", 404)],

@@ -43,6 +43,7 @@
     lease: "Lease",
     phase: "Order",
     round: "Round",
+    draft: "Draft",
     detail: "",
   };
   const LIMITS = cfg.limits || {};
@@ -1212,6 +1213,10 @@
     } else if (result.status === 0 || result.status >= 500) {
       setStatus("Offline — your draft will be saved when the connection is back.", "offline");
       state.timers.draft = setTimeout(saveDraft, 5000);
+    } else if (result.status === 400) {
+      // Too big, or a character the database cannot keep: say so; the page keeps the text.
+      showError(`Your draft was not saved: ${formatErrors(result.data)} What you typed stays on this page.`);
+      setStatus("Draft not saved — see the message.", "error");
     } else {
       handleFailure(result);
     }
@@ -1388,6 +1393,13 @@
       setStatus("Skipped.", "ok");
       await loadNext();
       if (state.task) viewport.focus();
+    } else if (result.status === 400 && result.data && result.data.reason) {
+      // Back to the dialog, the reason as typed, the server's message next to it.
+      setStatus("Not skipped — see the message.", "error");
+      dialog.showModal();
+      setRadio("skip_reason", "other", true);
+      if (!$("skip-other").value) $("skip-other").value = reason;
+      showSkipError(formatErrors({ reason: result.data.reason }).replace(/^Reason: /, ""));
     } else {
       handleFailure(result);
     }

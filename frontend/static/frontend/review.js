@@ -497,7 +497,7 @@
     const estimate = Math.min(images - done, (p.open || 0) + (own.in_progress || 0));
     const left = holding ? Math.max(1, estimate) : 0;
     const el = $("left");
-    el.textContent = `${fmtN(left)} of ${fmtN(images)} images left for you`;
+    el.textContent = `${fmtN(left)} of ${fmtN(images)} ${images === 1 ? "image" : "images"} left for you`;
     el.title = `You submitted ${fmtN(own.submitted || 0)} and skipped ${fmtN(own.skipped || 0)}.`;
     el.dataset.left = left;
   }

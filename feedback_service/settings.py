@@ -282,6 +282,16 @@ DB_PREPARED_STATEMENTS: bool = env.bool("DB_PREPARED_STATEMENTS", default=True)
 # Seconds a web process keeps a token's user (annotations/api/authentication.py); a token
 # deleted or a user changed elsewhere is noticed within this. 0: look up on every request.
 TOKEN_CACHE_SECONDS: float = env.float("TOKEN_CACHE_SECONDS", default=10.0)
+# An API token stops working this many days after it was issued (0: never); POST
+# /api/auth/token/ then issues a new one. A password change revokes the user's tokens.
+TOKEN_LIFETIME_DAYS: float = env.float("TOKEN_LIFETIME_DAYS", default=30.0)
+# Login attempts (the login page and POST /api/auth/token/), per client address and per
+# username, in DRF's rate syntax; a refused attempt answers 429 with Retry-After.
+LOGIN_RATE_PER_IP: str = env.str("LOGIN_RATE_PER_IP", default="20/min")
+LOGIN_RATE_PER_USER: str = env.str("LOGIN_RATE_PER_USER", default="10/min")
+# Where the throttles count: each process's memory by default; set CACHE_URL (e.g.
+# redis://host:6379/1) so that every web process counts together.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # --- Review rounds ------------------------------------------------------------------------
 REVIEW_LEASE_SECONDS: int = env.int("REVIEW_LEASE_SECONDS", default=30 * 60)

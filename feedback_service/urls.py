@@ -4,11 +4,14 @@ from django.urls import include, path
 from django.views.static import serve
 
 from feedback_service.health import healthz
+from frontend.login_views import ThrottledLoginView
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include("annotations.api.urls")),
+    # The login page is throttled like the token endpoint; the rest is Django's.
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("frontend.urls")),
 ]

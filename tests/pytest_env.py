@@ -11,3 +11,7 @@ os.environ.setdefault("BROKER_FOLDER", str(_VAR / "test-broker"))
 os.environ.setdefault("WORKER_HEARTBEAT_SECONDS", "1")
 os.environ.setdefault("PREDICTION_BATCH_SIZE", "16")
 os.environ.setdefault("PREDICTION_BATCHES_PER_TASK", "2")
+# Browser and API tests log in many times a minute from one address; the throttles' own
+# tests (tests/annotations/test_login_security.py) set the rates they test.
+os.environ.setdefault("LOGIN_RATE_PER_IP", "100000/min")
+os.environ.setdefault("LOGIN_RATE_PER_USER", "100000/min")

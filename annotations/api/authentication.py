@@ -7,6 +7,10 @@ round trips. Here the lookup is a prepared statement (``annotations.prepared``),
 web process keeps what it found for ``TOKEN_CACHE_SECONDS`` (default 10; 0 turns the cache
 off). Deleting a token or saving or deleting its user clears the entry in the process that
 did it at once (signals); other web processes notice within ``TOKEN_CACHE_SECONDS``.
+
+A token expires ``TOKEN_LIFETIME_DAYS`` after it was issued, and changing a user's password
+deletes their tokens (a leaked token must not outlive the password that was changed
+because of the leak).
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ import copy
 import threading
 import time
 from collections import OrderedDict
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
@@ -30,6 +36,7 @@ from rest_framework.authtoken.models import Token
 from annotations.prepared import Joined, Statement
 
 CACHE_SIZE = 10_000  # tokens per process; the oldest entry goes first
+_EXPIRED = "Token expired; get a new one with POST /api/auth/token/."
 
 
 @cache
@@ -84,6 +91,11 @@ class _TokenCache:
 token_cache = _TokenCache()
 
 
+def token_expired(token: Token) -> bool:
+    days = settings.TOKEN_LIFETIME_DAYS
+    return days > 0 and token.created + timedelta(days=days) <= timezone.now()
+
+
 class PreparedTokenAuthentication(TokenAuthentication):
     """``Authorization: Token <key>``: DRF's answers, one prepared query, a short cache."""
 
@@ -92,6 +104,9 @@ class PreparedTokenAuthentication(TokenAuthentication):
         hit = token_cache.get(key) if seconds > 0 else None
         if hit is not None:
             user, token = hit
+            if token_expired(token):
+                token_cache.forget(key=key)
+                raise exceptions.AuthenticationFailed(_EXPIRED)
             # Each request gets its own copy: nothing one request sets on its user object
             # reaches another.
             return copy.copy(user), token
@@ -102,6 +117,8 @@ class PreparedTokenAuthentication(TokenAuthentication):
         token, user = found["tk"], found["u"]
         if not user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        if token_expired(token):
+            raise exceptions.AuthenticationFailed(_EXPIRED)
         token.user = user
         if seconds > 0:
             token_cache.put(key, user, token, seconds)
@@ -118,3 +135,18 @@ def _token_deleted(sender: Any, instance: Token, **kwargs: Any) -> None:
 @receiver(post_delete, sender=settings.AUTH_USER_MODEL)
 def _user_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
     token_cache.forget(user_id=instance.pk)
+
+
+@receiver(pre_save, sender=settings.AUTH_USER_MODEL)
+def _password_changed(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """Revoke a user's tokens when their password changes, wherever it is changed (the
+    password-change page, the admin, ``set_password`` in a script): a signal is the one place
+    all of them pass."""
+    if instance.pk is None or kwargs.get("raw"):
+        return
+    update_fields = kwargs.get("update_fields")
+    if update_fields is not None and "password" not in update_fields:
+        return  # e.g. last_login on every login: no query
+    stored = sender.objects.filter(pk=instance.pk).values_list("password", flat=True).first()
+    if stored is not None and stored != instance.password:
+        Token.objects.filter(user_id=instance.pk).delete()

@@ -1,7 +1,5 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from django.views.static import serve
 
 from feedback_service.health import healthz
 from frontend.login_views import ThrottledLoginView
@@ -22,12 +20,5 @@ handler403 = "frontend.views.permission_denied"
 handler404 = "frontend.views.page_not_found"
 handler500 = "frontend.views.server_error"
 
-if settings.DEBUG:
-    # Local files only; production serves media from object storage or a web server.
-    urlpatterns.append(
-        path(
-            f"{settings.MEDIA_URL.strip('/')}/<path:path>",
-            serve,
-            {"document_root": settings.MEDIA_ROOT},
-        )
-    )
+# No route serves MEDIA_ROOT, in any mode: every stored file (images, maps, overlays, model
+# weights) goes through an API view that checks access and blind-first first.

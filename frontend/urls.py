@@ -3,7 +3,14 @@ access helpers the API uses (annotations.selectors / .services / .permissions)."
 
 from django.urls import path
 
-from frontend import approver_views, expert_views, my_reviews_views, scientist_views, views
+from frontend import (
+    approver_views,
+    expert_views,
+    member_views,
+    my_reviews_views,
+    scientist_views,
+    views,
+)
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,6 +21,7 @@ urlpatterns = [
     # Scientists (setup, rounds, failure analysis)
     path("projects/<int:project_id>/", scientist_views.project_page, name="project"),
     path("projects/<int:project_id>/rounds/new/", scientist_views.round_new, name="round-new"),
+    path("projects/<int:project_id>/members/", member_views.members_page, name="members"),
     path("rounds/<int:round_id>/", scientist_views.round_page, name="round"),
     path(
         "model-versions/<int:model_version_id>/matrix/",

@@ -458,6 +458,12 @@ def round_page(request: HttpRequest, round_id: int) -> HttpResponse:
         "manage": bool(roles & access.MANAGE),
         "details": details,
         "expert_only": expert_only,
+        # A blind-first round's name is hidden from its experts (ReviewRound.title_for).
+        "round_title": review_round.title_for(as_expert=expert_only),
+        # The description is hidden with the name (it would say what the name says).
+        "round_description": review_round.description
+        if review_round.title_for(as_expert=expert_only) == review_round.name
+        else "",
         "is_round_expert": review_round.experts.filter(pk=request.user.pk).exists(),
         "failed_jobs": [] if expert_only else _round_failed_jobs(review_round),
     }

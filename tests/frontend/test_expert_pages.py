@@ -285,6 +285,9 @@ def test_blind_first_round_names_are_neutral_for_experts():
     assert shown.name in html
     review_page = browser_for(world.experts[0]).get(f"/rounds/{hidden.pk}/review/")
     assert "test-split errors" not in review_page.content.decode()
+    round_page = browser_for(world.experts[0]).get(f"/rounds/{hidden.pk}/").content.decode()
+    assert "test-split errors" not in round_page
+    assert f"Review round {hidden.pk}" in round_page
     # The scientist sees the real name.
     assert (
         "test-split errors"

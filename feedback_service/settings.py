@@ -10,6 +10,7 @@ embedded: SQLite under ``var/`` and Celery over kombu's ``filesystem://`` transp
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import time
@@ -305,9 +306,28 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+
+def _no_traceback_below_500(record: logging.LogRecord) -> bool:
+    """Django logs every 403 and 404 a view raised with the exception's traceback; in the
+    terminal that reads like a crash. Keep the one line ("Forbidden (Permission denied):
+    /path"), and every traceback of a 5xx or of anything else."""
+    if getattr(record, "status_code", 500) < 500:
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "no_traceback_below_500": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": _no_traceback_below_500,
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["no_traceback_below_500"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

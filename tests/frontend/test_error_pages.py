@@ -4,6 +4,7 @@ serves static files without DEBUG."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -196,3 +197,23 @@ def test_500_page_in_the_layout_without_internals():
     api = client.get("/api/boom/")
     assert api.status_code == 500
     assert api.json() == {"detail": "Server error."}
+
+
+def test_console_log_keeps_tracebacks_for_server_errors_only():
+    def record(status: int | None) -> logging.LogRecord:
+        try:
+            raise RuntimeError("x")
+        except RuntimeError:
+            rec = logging.LogRecord(
+                "django.request", logging.WARNING, "", 0, "m", (), sys.exc_info()
+            )
+        if status is not None:
+            rec.status_code = status
+        return rec
+
+    forbidden, failed, other = record(403), record(500), record(None)
+    for rec in (forbidden, failed, other):
+        assert settings_module._no_traceback_below_500(rec)
+    assert forbidden.exc_info is None
+    assert failed.exc_info is not None
+    assert other.exc_info is not None

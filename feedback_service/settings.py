@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -67,6 +68,52 @@ if not SECRET_KEY:
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- Transport security -------------------------------------------------------------------
+# One switch for a site served over HTTPS, on by default in the production layout
+# (docker-compose.yml) but not here: it is also off with a server database, because `make
+# test` and `make run` against PostgreSQL serve http://127.0.0.1 and a redirect to https:// or
+# cookies marked Secure would break them. `manage.py check --deploy` warns while it is off.
+# Each setting below follows it and can be overridden on its own.
+HTTPS: bool = env.bool("HTTPS", default=False)
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=HTTPS)
+# The container healthcheck calls http://127.0.0.1:8000/healthz from inside, past the proxy.
+SECURE_REDIRECT_EXEMPT: list[str] = [r"^healthz$"]
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and drops a client's own); only
+# then may the header be trusted, or a client could claim HTTPS on a plain connection.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=HTTPS):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sent on HTTPS responses only. Preload stays off unless asked for: it asks browsers to hard-code
+# HTTPS for the whole registrable domain for months, a decision beyond this service.
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=HTTPS)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=HTTPS)
+# security.W021 only says the site could not be submitted to the preload list: a deliberate
+# default (above), so it must not fail `check --deploy --fail-level WARNING`.
+SILENCED_SYSTEM_CHECKS: list[str] = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# Content-Security-Policy on every response (django-csp). Scripts and style sheets come from
+# this origin only; the one inline script, the Swagger page's set-up, carries the request's
+# nonce (frontend/templates/drf_spectacular/swagger_ui.html), and the nonce appears in the
+# header of that page alone. Style *attributes* stay allowed: pages and review.js set
+# data-driven colours, widths and aspect ratios with them; they cannot run script, and img-src
+# and font-src keep them from loading anything from elsewhere. data: images are the Swagger
+# UI style sheet's icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", NONCE],
+        "style-src": ["'self'", NONCE],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -88,6 +135,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before WhiteNoise, so that static files get the policy too: every response carries it.
+    "csp.middleware.CSPMiddleware",
     # WhiteNoise serves static files from the web process, so no nginx is needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -189,3 +189,18 @@ def test_the_rounds_own_experts_never_see_its_sampling_whatever_their_roles(worl
         assert "sampling" not in body
         assert "experts" not in body
     assert "sampling" in world.client(world.viewer).get(f"/api/rounds/{review_round.pk}/").json()
+
+
+def test_progress_tells_an_expert_how_many_images_they_can_still_get(world):
+    """The review page's "n of m left": images the expert has neither had nor skipped with
+    an open slot, counted once each whatever the overlap."""
+    review_round = make_round(world, overlap=2)
+    alice = world.client(world.experts[0])
+    url = f"/api/rounds/{review_round.pk}/progress/"
+    assert alice.get(url).json()["available_to_you"] == len(world.instances)
+    task = alice.post(f"/api/rounds/{review_round.pk}/tasks/next").json()
+    assert alice.get(url).json()["available_to_you"] == len(world.instances) - 1  # one held
+    alice.post(f"/api/tasks/{task['id']}/skip", {"reason": "blurry"}, format="json")
+    # Skipped: its slot is open again, but not for her.
+    assert alice.get(url).json()["available_to_you"] == len(world.instances) - 1
+    assert "available_to_you" not in world.client(world.scientist).get(url).json()

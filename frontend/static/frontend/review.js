@@ -482,11 +482,10 @@
   // --- Where the expert stands in the round -----------------------------------------------
 
   /* "n of m left": m is the round's images (tasks / overlap: an expert gets each image at
-   * most once), n those the expert has neither submitted nor skipped, at most the open slots
-   * plus the task the expert holds (other experts may take the rest). From the progress API,
-   * where an expert sees the overall figures and their own row; it cannot tell which open
-   * slots this expert may take, so the next-task answer settles the ends: a task held is at
-   * least 1 left, "none left" (204) is 0. */
+   * most once), n the images this expert can still be given (the progress API's
+   * `available_to_you`: open slots of images they have neither had nor skipped) plus the one
+   * they hold. Other experts may take some of those meanwhile, so the next-task answer
+   * settles the ends: a task held is at least 1 left, "none left" (204) is 0. */
   async function updateLeft(holding) {
     const result = await api("GET", cfg.progressUrl, undefined, {});
     if (result.status !== 200 || !result.data) return;
@@ -494,7 +493,9 @@
     const own = (p.experts || []).find((r) => r.expert === cfg.expert) || {};
     const images = Math.round((p.total || 0) / Math.max(1, cfg.overlap || 1));
     const done = (own.submitted || 0) + (own.skipped || 0);
-    const estimate = Math.min(images - done, (p.open || 0) + (own.in_progress || 0));
+    const available =
+      p.available_to_you !== undefined ? p.available_to_you : Math.min(images - done, p.open || 0);
+    const estimate = available + (holding ? 1 : 0);
     const left = holding ? Math.max(1, estimate) : 0;
     const el = $("left");
     el.textContent = `${fmtN(left)} of ${fmtN(images)} ${images === 1 ? "image" : "images"} left for you`;

@@ -266,6 +266,16 @@ def round_close(*, review_round: ReviewRound) -> None:
 # --- Leasing ------------------------------------------------------------------------------
 
 
+# What a task returning to the pool resets (expiry, skip, an expert leaving the project).
+_BACK_TO_POOL = {
+    "status": TaskStatus.OPEN,
+    "expert": None,
+    "leased_at": None,
+    "lease_expires_at": None,
+    "expectation_at": None,
+}
+
+
 def leases_expire(*, review_round: ReviewRound | None = None, now: datetime | None = None) -> int:
     """Return expired leases to the pool, recording who let them lapse. Returns the count."""
     now = now or timezone.now()
@@ -290,13 +300,7 @@ def leases_expire(*, review_round: ReviewRound | None = None, now: datetime | No
                 status=TaskStatus.LEASED,
                 expert_id=expert_id,
                 lease_expires_at=expires,
-            ).update(
-                status=TaskStatus.OPEN,
-                expert=None,
-                leased_at=None,
-                lease_expires_at=None,
-                expectation_at=None,
-            )
+            ).update(**_BACK_TO_POOL)
             if changed:
                 _release_unsubmitted_review(task_id, expert_id)
                 LeaseExpiry.objects.create(task_id=task_id, expert_id=expert_id, expired_at=expires)
@@ -347,13 +351,7 @@ def expert_leave_project(*, project: Any, expert: Any) -> int:
         _release_unsubmitted_review(task_id, expert.pk)
         released += ReviewTask.objects.filter(
             pk=task_id, expert=expert, status=TaskStatus.LEASED
-        ).update(
-            status=TaskStatus.OPEN,
-            expert=None,
-            leased_at=None,
-            lease_expires_at=None,
-            expectation_at=None,
-        )
+        ).update(**_BACK_TO_POOL)
     for review_round in ReviewRound.objects.filter(project=project, experts=expert):
         review_round.experts.remove(expert)
     return released
@@ -522,13 +520,7 @@ def task_skip(*, task: ReviewTask, expert: Any, reason: str) -> None:
     _release_unsubmitted_review(task.pk, expert.pk)
     ReviewTask.objects.filter(pk=task.pk, expert=expert).exclude(
         status=TaskStatus.SUBMITTED
-    ).update(
-        status=TaskStatus.OPEN,
-        expert=None,
-        leased_at=None,
-        lease_expires_at=None,
-        expectation_at=None,
-    )
+    ).update(**_BACK_TO_POOL)
 
 
 # --- Review capture -----------------------------------------------------------------------

@@ -323,8 +323,20 @@ def validate_model(
     """Check that ``spec`` loads and classifies ``sample`` into ``spec.num_classes`` scores.
 
     ``labels`` (the project's class names, in output order) only improves the error message.
+    This runs the uploaded model in the calling process with no time limit; a web request uses
+    :func:`explain_worker.model_validation.validate_in_subprocess` instead.
     """
-    model = load_model(spec)
+    check_model_output(load_model(spec), spec, sample, labels=labels)
+
+
+def check_model_output(
+    model: nn.Module,
+    spec: ModelSpec,
+    sample: Image.Image,
+    *,
+    labels: Sequence[str] | None = None,
+) -> None:
+    """The checks of :func:`validate_model` on a model loaded already."""
     batch = preprocess([sample], input_size=spec.input_size, mean=spec.mean, std=spec.std)
     try:
         with torch.inference_mode():

@@ -1,4 +1,4 @@
-"""Model registration (validated by a forward pass) and stored predictions."""
+"""Model registration (validated by a time-limited forward pass) and stored predictions."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.base import File
 from django.db import transaction
 from django.db.models import Max
@@ -88,6 +89,18 @@ def _sample_image(project: Project) -> Image.Image:
     return image.convert("RGB")
 
 
+def model_validation_seconds() -> float:
+    """The time limit of a model's validating forward pass: the setting, else the environment
+    variable ``MODEL_VALIDATION_SECONDS``, else 20 seconds."""
+    value = getattr(settings, "MODEL_VALIDATION_SECONDS", None)
+    if value is None:
+        value = os.environ.get("MODEL_VALIDATION_SECONDS") or 20
+    seconds = float(value)
+    if not seconds > 0:
+        raise ImproperlyConfigured("MODEL_VALIDATION_SECONDS must be a positive number.")
+    return seconds
+
+
 def next_version(project: Project) -> int:
     # Callers hold a lock on the project row, so two registrations cannot take one number.
     return (project.model_versions.aggregate(v=Max("version"))["v"] or 0) + 1
@@ -98,7 +111,7 @@ def model_version_register(
 ) -> tuple[ModelVersion, Job]:
     """Validate a PyTorch model by a forward pass on one instance, save it and queue its
     predictions. Raises ValidationError naming the field when the model does not fit."""
-    from explain_worker import attribution, model_loading
+    from explain_worker import model_loading, model_validation
 
     if spec.kind == ModelKind.PREDICTIONS_ONLY:
         raise field_error("kind", "Use the predictions import for predictions-only models.")
@@ -119,14 +132,16 @@ def model_version_register(
             tmp.write(chunk)
         tmp.flush()
         loaded_spec = _spec_for(spec.kind, spec.architecture, tmp.name, label_order, spec)
+        # The uploaded model runs in a child process that is killed after the time limit: a
+        # TorchScript forward pass can loop forever, and this is a web request.
         try:
-            model_loading.validate_model(loaded_spec, sample, labels=label_order)
-            model = model_loading.load_model(loaded_spec)
+            checked = model_validation.validate_in_subprocess(
+                loaded_spec, sample, labels=label_order, timeout=model_validation_seconds()
+            )
         except model_loading.ModelLoadError as exc:
             raise field_error("weights", str(exc)) from exc
-        layer_names = attribution.layer_names(model)
-        default_layer = attribution.default_gradcam_layer(model) if layer_names else ""
-        del model
+        layer_names = checked.layer_names
+        default_layer = checked.default_layer
         with transaction.atomic():
             Project.objects.select_for_update().get(pk=project.pk)
             mv = ModelVersion(

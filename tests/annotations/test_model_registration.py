@@ -1,7 +1,9 @@
 """Model registration (good and bad) and the prediction job it queues."""
 
+import faulthandler
 import io
 import pickle
+import time
 
 import pytest
 import torch
@@ -108,6 +110,60 @@ def test_torchscript_model(client, project):
     )
     assert response.status_code == 201, response.content
     assert response.json()["kind"] == "torchscript"
+
+
+class EndlessForward(torch.nn.Module):
+    """forward never returns: y grows to inf and inf == inf, so the condition stays true."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.sum()
+        while bool(y == y):
+            y = y + 1.0
+        return x
+
+
+def test_endless_torchscript_model_is_refused_within_the_limit(client, project, settings):
+    """Issue 16, defect 4: the validating forward pass of an endless model held the web worker
+    until gunicorn killed it. It now runs in a child process killed after the limit."""
+    settings.MODEL_VALIDATION_SECONDS = 1.5
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(EndlessForward()), buffer)
+    # The old code never returns from register(); fail the run (tracebacks shown) rather than
+    # hang. faulthandler's watchdog is a C thread, so it fires while TorchScript holds the CPU.
+    faulthandler.dump_traceback_later(90, exit=True)
+    try:
+        started = time.monotonic()
+        response = register(
+            client,
+            project,
+            as_upload(buffer.getvalue(), "endless.pt"),
+            kind="torchscript",
+            architecture="",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert response.status_code == 400, response.content
+    message = " ".join(response.json()["weights"])
+    assert "took longer than 1.5 seconds" in message
+    # The limit plus, at most, the fork server's first start (it imports torch once).
+    assert elapsed < 20
+    assert ModelVersion.objects.count() == 0
+    # The next registration is not disturbed by the killed check.
+    ok = register(client, project, as_upload(RoomsCNN(num_classes=3).state_dict()))
+    assert ok.status_code == 201, ok.content
+
+
+def test_validation_limit_comes_from_the_environment(monkeypatch, settings):
+    from annotations.services.model_versions import model_validation_seconds
+
+    del settings.MODEL_VALIDATION_SECONDS
+    monkeypatch.delenv("MODEL_VALIDATION_SECONDS", raising=False)
+    assert model_validation_seconds() == 20
+    monkeypatch.setenv("MODEL_VALIDATION_SECONDS", "7.5")
+    assert model_validation_seconds() == 7.5
+    settings.MODEL_VALIDATION_SECONDS = 3
+    assert model_validation_seconds() == 3
 
 
 @pytest.mark.parametrize(

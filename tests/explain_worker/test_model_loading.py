@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 import pickle
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -318,6 +319,47 @@ def test_validate_model_reports_bad_outputs(model: nn.Module, message: str, tmp_
     path = write_torchscript(tmp_path / "odd.pt", model)
     with pytest.raises(ModelLoadError, match=message):
         validate_model(torchscript_spec(path), sample_image())
+
+
+class EndlessNet(nn.Module):
+    """A forward pass that never ends: the condition stays true (y grows to inf, inf == inf)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.sum()
+        while bool(y == y):
+            y = y + 1.0
+        return x
+
+
+def test_subprocess_validation_stops_an_endless_model(tmp_path: Path) -> None:
+    from explain_worker.model_validation import ModelValidationTimeout, validate_in_subprocess
+
+    path = write_torchscript(tmp_path / "endless.pt", EndlessNet())
+    # Warm the fork server first, so the timing below measures the limit and not torch's import.
+    validate_in_subprocess(
+        torchscript_spec(write_torchscript(tmp_path / "tiny.pt", TinyNet())), sample_image()
+    )
+    started = time.monotonic()
+    with pytest.raises(ModelValidationTimeout, match=r"longer than 1\.5 seconds"):
+        validate_in_subprocess(torchscript_spec(path), sample_image(), timeout=1.5)
+    assert time.monotonic() - started < 6
+
+
+def test_subprocess_validation_keeps_the_checks_and_finds_the_layers(tmp_path: Path) -> None:
+    from explain_worker.model_validation import validate_in_subprocess
+
+    checked = validate_in_subprocess(
+        torchscript_spec(write_torchscript(tmp_path / "tiny.pt", TinyNet())), sample_image()
+    )
+    assert checked.layer_names == ["conv"]
+    assert checked.default_layer == "conv"
+    ten = write_torchscript(tmp_path / "ten.pt", TinyNet(num_classes=10))
+    with pytest.raises(ModelLoadError, match="label order: a, b, c, d, e"):
+        validate_in_subprocess(torchscript_spec(ten), sample_image(), labels=list("abcde"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00garbage\xff" * 10)
+    with pytest.raises(ModelLoadError, match="not a TorchScript model"):
+        validate_in_subprocess(torchscript_spec(garbage), sample_image())
 
 
 # --- spec ------------------------------------------------------------------------------------

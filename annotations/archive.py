@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
+import math
 import os
 import re
 import stat
@@ -48,6 +50,9 @@ __all__ = [
 ]
 
 ZipSource: TypeAlias = str | os.PathLike[str] | IO[bytes]
+# A manifest uploaded beside the zip: its bytes, a path, or an open binary file (read from its
+# current position, left open). It is streamed, never read whole.
+ManifestSource: TypeAlias = bytes | str | os.PathLike[str] | IO[bytes]
 
 # Per-file error codes. ``unsafe_path`` is deliberately absent: an unsafe entry name
 # means the archive was crafted or broken, so the whole upload is rejected instead.
@@ -235,14 +240,16 @@ def check_archive(
     labels: Collection[str],
     default_split: str = "train",
     allowed_splits: Collection[str] = ("train", "test", "deployment"),
-    manifest: bytes | None = None,
+    manifest: ManifestSource | None = None,
     manifest_format: str | None = None,
     limits: ArchiveLimits = ArchiveLimits(),
 ) -> int:
     """Everything :func:`scan_archive` refuses as a whole, without decoding any image.
 
     Reads the central directory and the manifest only, so a web request can call it and
-    answer 400 at once. Returns the number of files an import would examine.
+    answer 400 at once. The manifest is streamed and reading stops at row
+    ``limits.max_files + 1``, so its size costs no memory. Returns the number of files an
+    import would examine.
     """
     with _open_zip(zip_path) as zf:
         _layout, items, _ignored = _plan(
@@ -263,7 +270,7 @@ def scan_archive(
     labels: Collection[str],
     default_split: str = "train",
     allowed_splits: Collection[str] = ("train", "test", "deployment"),
-    manifest: bytes | None = None,
+    manifest: ManifestSource | None = None,
     manifest_format: str | None = None,
     known_hashes: Collection[str] = (),
     limits: ArchiveLimits = ArchiveLimits(),
@@ -295,7 +302,7 @@ def _plan(
     labels: Collection[str],
     default_split: str,
     allowed_splits: Collection[str],
-    manifest: bytes | None,
+    manifest: ManifestSource | None,
     manifest_format: str | None,
     limits: ArchiveLimits,
 ) -> tuple[str, list[_Item], list[str]]:
@@ -307,8 +314,6 @@ def _plan(
         raise ValueError(f"default_split {default_split!r} is not in allowed_splits")
     if manifest_format is not None:
         manifest_format = manifest_format.strip().lower()
-    elif manifest is not None:
-        manifest_format = _sniff_manifest_format(manifest)
     if manifest_format is not None and manifest_format not in ("csv", "json"):
         raise ArchiveRejected("manifest_format", f"unsupported format {manifest_format!r}")
     label_lookup = {_nfc(label): label for label in labels}
@@ -324,26 +329,19 @@ def _plan(
         layout = "manifest"
         base = _common_top(candidates)
         if manifest_key is not None:
-            manifest_format = _MANIFEST_NAMES[manifest_key.rsplit("/", 1)[-1].lower()]
             info = files[manifest_key]
             if info.file_size > limits.max_manifest_bytes:
                 raise ArchiveRejected(
                     "manifest",
                     f"{info.filename!r} is larger than {limits.max_manifest_bytes} bytes",
                 )
-            manifest = _read_manifest_entry(zf, info)
             base = manifest_key.rpartition("/")[0] or None
-        assert manifest is not None
-        assert manifest_format is not None
-        if len(manifest) > limits.max_manifest_bytes:
-            raise ArchiveRejected(
-                "manifest", f"manifest is larger than {limits.max_manifest_bytes} bytes"
+            rows = _read_manifest_entry_rows(
+                zf, info, _MANIFEST_NAMES[manifest_key.rsplit("/", 1)[-1].lower()], limits
             )
-        rows = (_parse_csv if manifest_format == "csv" else _parse_json)(manifest)
-        if len(rows) > limits.max_files:
-            raise ArchiveRejected(
-                "manifest", f"manifest has {len(rows)} rows, more than {limits.max_files}"
-            )
+        else:
+            assert manifest is not None
+            rows = _read_manifest_rows(manifest, manifest_format, limits)
         items = _manifest_items(rows, files, base, default, allowed, label_lookup)
         claimed = {item.key for item in items if item.info is not None}
         ignored = [files[k].filename for k in candidates if k not in claimed and k != manifest_key]
@@ -517,11 +515,127 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[bytes, str]
     return b"".join(chunks), digest.hexdigest()
 
 
-def _read_manifest_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+class _ManifestStream(io.RawIOBase):
+    """A read-only view of a manifest's bytes that never yields more than ``limit`` of them.
+
+    Raises ``too_large`` once the source holds more. For a zip entry (``declared`` given,
+    equal to ``limit``) a short or damaged stream is refused as unreadable. Closing this
+    view leaves the source open: the caller owns it.
+    """
+
+    def __init__(
+        self,
+        source: IO[bytes],
+        *,
+        name: str,
+        limit: int,
+        too_large: ArchiveRejected,
+        declared: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._name = name
+        self._limit = limit
+        self._too_large = too_large
+        self._declared = declared
+        self._received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        # Ask for one byte more than may remain so an overrun is detectable.
+        wanted = min(len(buffer), self._limit - self._received + 1)
+        try:
+            data = self._source.read(wanted)
+        except (ArchiveRejected, MemoryError):
+            raise
+        except Exception as exc:
+            # CRC mismatches and decompressor errors of a damaged zip entry.
+            raise ArchiveRejected(
+                "manifest", f"{self._name} cannot be read: the zip entry is damaged ({exc})"
+            ) from exc
+        self._received += len(data)
+        if self._received > self._limit:
+            raise self._too_large
+        if not data and self._declared is not None and self._received != self._declared:
+            raise ArchiveRejected(
+                "manifest",
+                f"{self._name} cannot be read: the zip entry holds {self._received} bytes, "
+                f"not {self._declared}",
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_manifest_entry_rows(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, manifest_format: str, limits: ArchiveLimits
+) -> list[_ManifestRow]:
+    """The rows of a manifest inside the zip, streamed from the entry (see _collect_rows)."""
+    name = repr(info.filename)
     try:
-        return _read_entry(zf, info)[0]
-    except _EntryUnreadable as exc:
-        raise ArchiveRejected("manifest", f"{info.filename!r} cannot be read: {exc}") from exc
+        source = zf.open(info)
+    except Exception as exc:
+        raise ArchiveRejected(
+            "manifest", f"{name} cannot be read: the zip entry is damaged ({exc})"
+        ) from exc
+    with source:
+        stream = _ManifestStream(
+            source,
+            name=name,
+            limit=info.file_size,
+            declared=info.file_size,
+            too_large=ArchiveRejected(
+                "archive",
+                f"entry {info.filename!r} inflates beyond its declared size of "
+                f"{info.file_size} bytes; possible zip bomb",
+            ),
+        )
+        return _collect_rows(io.BufferedReader(stream, _READ_CHUNK), manifest_format, limits)
+
+
+def _read_manifest_rows(
+    manifest: ManifestSource, manifest_format: str | None, limits: ArchiveLimits
+) -> list[_ManifestRow]:
+    """The rows of a manifest uploaded beside the zip, streamed (see _collect_rows)."""
+    too_large = ArchiveRejected(
+        "manifest", f"manifest is larger than {limits.max_manifest_bytes} bytes"
+    )
+    if isinstance(manifest, bytes):
+        source: IO[bytes] = io.BytesIO(manifest)
+    elif isinstance(manifest, str | os.PathLike):
+        source = open(manifest, "rb")  # noqa: SIM115 (closed below)
+    else:
+        source = manifest
+    try:
+        stream = io.BufferedReader(
+            _ManifestStream(
+                source, name="the manifest", limit=limits.max_manifest_bytes, too_large=too_large
+            ),
+            _READ_CHUNK,
+        )
+        if manifest_format is None:
+            manifest_format = _sniff_manifest_format(stream.peek(64))
+        return _collect_rows(stream, manifest_format, limits)
+    finally:
+        if source is not manifest:
+            source.close()
+
+
+def _collect_rows(
+    stream: io.BufferedReader, manifest_format: str, limits: ArchiveLimits
+) -> list[_ManifestRow]:
+    """Parse rows as they are read and stop at row ``max_files + 1``: a manifest of millions
+    of rows costs the rows up to the limit, never its whole text or its whole parse."""
+    parse = _iter_csv if manifest_format == "csv" else _iter_json
+    rows: list[_ManifestRow] = []
+    for row in parse(stream):
+        rows.append(row)
+        if len(rows) > limits.max_files:
+            raise ArchiveRejected("manifest", f"manifest has more than {limits.max_files} rows")
+    if not rows:
+        raise ArchiveRejected("manifest", "the manifest has no rows")
+    return rows
 
 
 def _reread(
@@ -719,24 +833,73 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _load_json(text: str | bytes) -> object:
-    return json.loads(text, parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    # 1e999 parses as inf, which jsonb refuses as it refuses Infinity.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
 
 
-def _parse_csv(data: bytes) -> list[_ManifestRow]:
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _load_json(text: str) -> object:
+    return _JSON_DECODER.decode(text)
+
+
+# Text the database cannot store: PostgreSQL refuses NUL in text and jsonb, and an unpaired
+# surrogate (a JSON escape such as "\ud800") cannot be encoded as UTF-8 at all.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: object) -> str | None:
+    """What in ``value`` (a string, or JSON searched through its lists and dicts, keys too)
+    the database cannot store, described for a message; None when it is all storable."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            found = _UNSTORABLE.search(current)
+            if found is not None:
+                char = found.group()
+                if char == "\x00":
+                    return "a NUL character"
+                return f"an unpaired surrogate (\\u{ord(char):04x})"
+        elif isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return None
+
+
+def _refuse_unstorable(value: object, where: str) -> None:
+    problem = _unstorable(value)
+    if problem is not None:
+        raise ArchiveRejected(
+            "manifest",
+            f"manifest {where} contains {problem}, which cannot be stored; remove it and "
+            "upload again",
+        )
+
+
+def _iter_csv(stream: IO[bytes]) -> Iterator[_ManifestRow]:
+    """The rows of a CSV manifest, read line by line."""
+    # Excel prepends a BOM; newline="" lets the csv module see quoted line breaks.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = None
     try:
-        text = data.decode("utf-8-sig")  # Excel prepends a BOM
-    except UnicodeDecodeError as exc:
-        raise ArchiveRejected("manifest", f"the CSV manifest is not UTF-8 ({exc})") from exc
-    first_line = text.split("\n", 1)[0]
-    # Spreadsheets in many locales save with ';' or tabs; the header line tells which.
-    delimiter = max((",", ";", "\t"), key=first_line.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows: list[_ManifestRow] = []
-    try:
+        first_line = text.readline()
+        if not first_line:
+            raise ArchiveRejected("manifest", "the CSV manifest is empty")
+        # Spreadsheets in many locales save with ';' or tabs; the header line tells which.
+        delimiter = max((",", ";", "\t"), key=first_line.split("\n", 1)[0].count)
+        reader = csv.reader(itertools.chain([first_line], text), delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             raise ArchiveRejected("manifest", "the CSV manifest is empty")
+        _refuse_unstorable(header, "line 1")
         names = [h.strip() for h in header]
         lowered = [n.lower() for n in names]
         duplicates = sorted({n for n in lowered if n and lowered.count(n) > 1})
@@ -758,14 +921,20 @@ def _parse_csv(data: bytes) -> list[_ManifestRow]:
         for cells in reader:
             if not any(cell.strip() for cell in cells):
                 continue
-            rows.append(_csv_row(cells, names, special, extra, f"line {reader.line_num}"))
+            where = f"line {reader.line_num}"
+            _refuse_unstorable(cells, where)
+            row = _csv_row(cells, names, special, extra, where)
+            _refuse_unstorable(row.metadata, where)  # the metadata column's JSON escapes
+            yield row
     except csv.Error as exc:
         raise ArchiveRejected(
-            "manifest", f"the CSV manifest is malformed near line {reader.line_num} ({exc})"
+            "manifest",
+            f"the CSV manifest is malformed near line {reader.line_num if reader else 1} ({exc})",
         ) from exc
-    if not rows:
-        raise ArchiveRejected("manifest", "the manifest has no rows")
-    return rows
+    except UnicodeDecodeError as exc:
+        raise ArchiveRejected("manifest", f"the CSV manifest is not UTF-8 ({exc})") from exc
+    finally:
+        text.detach()  # the caller closes the stream
 
 
 def _csv_row(
@@ -802,36 +971,124 @@ def _csv_row(
     return row
 
 
-def _parse_json(data: bytes) -> list[_ManifestRow]:
+# One JSON manifest item is decoded at a time; an item (one image's row) longer than this is
+# refused rather than buffered without bound.
+MAX_JSON_ITEM_CHARS = 1024 * 1024
+_JSON_CHUNK_CHARS = 64 * 1024
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
+    """The rows of a JSON manifest (a list of objects), decoded one item at a time.
+
+    A bounded buffer holds the text of the item being decoded, so neither the document nor
+    its whole parse is ever in memory.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig")
+    buffer = ""
+    pos = 0
+    at_end = False
+
+    def refuse(detail: str) -> NoReturn:
+        raise ArchiveRejected("manifest", f"the manifest is not valid JSON ({detail})")
+
+    def read_more() -> bool:
+        nonlocal buffer, pos, at_end
+        chunk = text.read(_JSON_CHUNK_CHARS)
+        if not chunk:
+            at_end = True
+            return False
+        buffer = buffer[pos:] + chunk
+        pos = 0
+        return True
+
+    def next_char() -> str:
+        """The next character that is not white space, without consuming it; '' at the end."""
+        nonlocal pos
+        while True:
+            match = _JSON_SPACE.match(buffer, pos)
+            assert match is not None
+            pos = match.end()
+            if pos < len(buffer):
+                return buffer[pos]
+            if at_end or not read_more():
+                return ""
+
     try:
-        document = _load_json(data)
+        first = next_char()
+        if first != "[":
+            if first and first in '{"-0123456789tfn':
+                raise ArchiveRejected("manifest", "the JSON manifest must be a list of objects")
+            refuse("it does not start with '['")
+        pos += 1
+        if next_char() == "]":
+            pos += 1
+        else:
+            number = 0
+            while True:
+                number += 1
+                next_char()
+                while True:
+                    try:
+                        obj, end = _JSON_DECODER.raw_decode(buffer, pos)
+                    except json.JSONDecodeError as exc:
+                        # Either the item is cut off at the end of the buffer, or it is bad.
+                        if at_end:
+                            refuse(f"item {number}: {exc.msg}")
+                        if len(buffer) - pos > MAX_JSON_ITEM_CHARS:
+                            raise ArchiveRejected(
+                                "manifest",
+                                f"manifest item {number} is longer than "
+                                f"{MAX_JSON_ITEM_CHARS} characters",
+                            ) from exc
+                        read_more()
+                        continue
+                    if end == len(buffer) and not at_end and not isinstance(obj, dict | list | str):
+                        # A number or literal may go on in the next chunk ("12" + "3").
+                        read_more()
+                        continue
+                    break
+                pos = end
+                yield _json_row(obj, number)
+                separator = next_char()
+                pos += 1
+                if separator == "]":
+                    break
+                if separator != ",":
+                    refuse(f"expected ',' or ']' after item {number}")
+        if next_char():
+            refuse("extra data after the closing ']'")
     except (ValueError, RecursionError) as exc:
-        raise ArchiveRejected("manifest", f"the manifest is not valid JSON ({exc})") from exc
-    if not isinstance(document, list):
-        raise ArchiveRejected("manifest", "the JSON manifest must be a list of objects")
-    if not document:
-        raise ArchiveRejected("manifest", "the manifest has no rows")
-    rows = []
-    for number, obj in enumerate(document, start=1):
-        where = f"item {number}"
-        if not isinstance(obj, dict):
-            raise ArchiveRejected("manifest", f"manifest {where} is not a JSON object")
-        for required in ("path", "label"):
-            if required not in obj:
-                raise ArchiveRejected(
-                    "manifest", f"manifest {where} is missing the required field {required!r}"
-                )
-        path = obj["path"] if isinstance(obj["path"], str) else ""
-        # Unknown keys are treated like extra CSV columns: metadata.
-        metadata = {k: v for k, v in obj.items() if k not in ("path", "label", "split", "metadata")}
-        row = _ManifestRow(where, path.strip(), obj["label"], obj.get("split"), metadata)
-        given = obj.get("metadata")
-        if isinstance(given, dict):
-            metadata.update(given)
-        elif given is not None:
-            row.metadata_error = "metadata must be a JSON object"
-        rows.append(row)
-    return rows
+        # UnicodeDecodeError, NaN/Infinity, numbers out of range, nesting too deep.
+        if isinstance(exc, ArchiveRejected):
+            raise
+        if isinstance(exc, UnicodeDecodeError):
+            raise ArchiveRejected("manifest", f"the JSON manifest is not UTF-8 ({exc})") from exc
+        refuse(str(exc) or type(exc).__name__)
+    finally:
+        text.detach()  # the caller closes the stream
+
+
+def _json_row(obj: object, number: int) -> _ManifestRow:
+    where = f"item {number}"
+    if not isinstance(obj, dict):
+        raise ArchiveRejected("manifest", f"manifest {where} is not a JSON object")
+    for required in ("path", "label"):
+        if required not in obj:
+            raise ArchiveRejected(
+                "manifest", f"manifest {where} is missing the required field {required!r}"
+            )
+    _refuse_unstorable(obj, where)
+    path = obj["path"] if isinstance(obj["path"], str) else ""
+    # Unknown keys are treated like extra CSV columns: metadata.
+    metadata = {k: v for k, v in obj.items() if k not in ("path", "label", "split", "metadata")}
+    row = _ManifestRow(where, path.strip(), obj["label"], obj.get("split"), metadata)
+    given = obj.get("metadata")
+    if isinstance(given, dict):
+        metadata.update(given)
+    elif given is not None:
+        row.metadata_error = "metadata must be a JSON object"
+    return row
 
 
 def _manifest_items(

@@ -8,6 +8,7 @@ from celery import shared_task
 
 from annotations import services
 from annotations.models import Job
+from annotations.services.jobs import job_fail_unexpected
 
 
 def _run(job_id: int, service: Callable[..., object]) -> None:
@@ -17,7 +18,9 @@ def _run(job_id: int, service: Callable[..., object]) -> None:
     try:
         service(job=job)
     except Exception as exc:
-        services.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
+        # The exception's text (SQL and values of a database error, server paths) is for the
+        # log only: the job is read by every member of the project.
+        job_fail_unexpected(job=job, exc=exc)
         raise
 
 

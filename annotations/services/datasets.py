@@ -120,7 +120,7 @@ def dataset_import_start(
             path,
             labels=project.labels,
             default_split=options.default_split,
-            manifest=manifest_path.read_bytes() if manifest_path else None,
+            manifest=manifest_path,  # streamed: reading stops at the row limit
             manifest_format=manifest_path.suffix[1:] if manifest_path else None,
             limits=archive_limits(),
         )
@@ -132,7 +132,7 @@ def dataset_import_start(
             raise field_error(exc.field, exc.message) from exc
         raise
     with transaction.atomic():
-        dataset, _ = Dataset.objects.get_or_create(project=project, name=options.dataset_name)
+        dataset, created = Dataset.objects.get_or_create(project=project, name=options.dataset_name)
         job = job_create(
             project=project,
             kind=JobKind.IMPORT_DATASET,
@@ -144,6 +144,8 @@ def dataset_import_start(
                 "default_split": options.default_split,
                 "on_error": options.on_error,
                 "original_name": getattr(archive_file, "name", ""),
+                # A failed import removes the dataset row only if it made it (and it is empty).
+                "new_dataset": created,
             },
         )
         if not run_now:
@@ -163,11 +165,9 @@ def dataset_import_run(
     assert dataset is not None, "an import job always has a dataset"
     params = job.params
     archive_path = Path(params["archive_path"])
-    manifest = None
+    manifest_path = Path(params["manifest_path"]) if params.get("manifest_path") else None
     manifest_format = None
-    if params.get("manifest_path"):
-        manifest_path = Path(params["manifest_path"])
-        manifest = manifest_path.read_bytes()
+    if manifest_path is not None:
         manifest_format = "json" if manifest_path.suffix == ".json" else "csv"
     job_start(job=job)
 
@@ -185,7 +185,7 @@ def dataset_import_run(
             archive_path,
             labels=dataset.project.labels,
             default_split=params.get("default_split", "train"),
-            manifest=manifest,
+            manifest=manifest_path,
             manifest_format=manifest_format,
             known_hashes=set(dataset.instances.values_list("content_hash", flat=True)),
             limits=archive_limits(),
@@ -194,6 +194,7 @@ def dataset_import_run(
     except archive.ArchiveRejected as exc:
         report = {"rejected": True, "field": exc.field, "message": exc.message}
         job_fail(job=job, error=f"{exc.field}: {exc.message}", result=report)
+        _discard_failed_import(job=job, saved=())
         return report
     report = scan.report()
     report["on_error"] = params.get("on_error", "skip")
@@ -205,28 +206,81 @@ def dataset_import_run(
             "(on_error=reject). See the report.",
             result=report,
         )
+        _discard_failed_import(job=job, saved=())
         return report
 
     files = len(scan.accepted) + len(scan.errors)
     job.total = files
     written = 0
-    for start in range(0, len(scan.accepted), IMPORT_WRITE_BATCH):
-        chunk = scan.accepted[start : start + IMPORT_WRITE_BATCH]
-        written += _write_instances(dataset=dataset, archive_path=archive_path, accepted=chunk)
-        # Checked: every file; finished: the refused ones and the ones written so far.
-        done = (files + len(scan.errors) + start + len(chunk)) // 2
-        job_progress(job=job, done=done)
-        if progress:
-            progress(done, files)
+    saved: list[str] = []  # image files this job created, for the cleanup of a failure
+    try:
+        for start in range(0, len(scan.accepted), IMPORT_WRITE_BATCH):
+            chunk = scan.accepted[start : start + IMPORT_WRITE_BATCH]
+            written += _write_instances(
+                dataset=dataset, archive_path=archive_path, accepted=chunk, saved=saved
+            )
+            # Checked: every file; finished: the refused ones and the ones written so far.
+            done = (files + len(scan.errors) + start + len(chunk)) // 2
+            job_progress(job=job, done=done)
+            if progress:
+                progress(done, files)
+    except Exception:
+        # The caller (the task) fails the job with the error; what was left half done goes.
+        _discard_failed_import(job=job, saved=saved)
+        raise
     report["written"] = written
     job_succeed(job=job, result=report)
-    archive_path.unlink(missing_ok=True)
+    _remove_uploads(job)
     return report
 
 
+def _remove_uploads(job: Job) -> None:
+    for key in ("archive_path", "manifest_path"):
+        if job.params.get(key):
+            Path(job.params[key]).unlink(missing_ok=True)
+
+
+def _discard_failed_import(*, job: Job, saved: Sequence[str]) -> None:
+    """Remove what a failed import job leaves behind: the image files it wrote that no
+    instance references (those of committed batches stay with their rows), its uploaded
+    files, and its dataset row if this job created it and it holds no instance.
+
+    The dataset row goes only once no other job refers to it (Job.dataset cascades); this
+    job is detached from it first, so its error and report stay readable. A failure here is
+    logged and never replaces the job's own error.
+    """
+    try:
+        for start in range(0, len(saved), 1000):
+            names = saved[start : start + 1000]
+            kept = set(Instance.objects.filter(image__in=names).values_list("image", flat=True))
+            for name in names:
+                if name not in kept:
+                    default_storage.delete(name)
+        _remove_uploads(job)
+        dataset_id = job.dataset_id
+        if dataset_id is None or not job.params.get("new_dataset"):
+            return
+        with transaction.atomic():
+            dataset = Dataset.objects.select_for_update().filter(pk=dataset_id).first()
+            if dataset is None or dataset.instances.exists():
+                return
+            if Job.objects.filter(dataset_id=dataset_id).exclude(pk=job.pk).exists():
+                return
+            Job.objects.filter(pk=job.pk).update(dataset=None)
+            job.dataset = None
+            dataset.delete()
+    except Exception:
+        logger.exception("cleaning up after the failed import job %s failed", job.pk)
+
+
 def _write_instances(
-    *, dataset: Dataset, archive_path: Path, accepted: Sequence[archive.AcceptedImage]
+    *,
+    dataset: Dataset,
+    archive_path: Path,
+    accepted: Sequence[archive.AcceptedImage],
+    saved: list[str],
 ) -> int:
+    """Store one batch's files and rows; appends to ``saved`` the files written here."""
     rows = []
     for item, data in archive.iter_image_bytes(archive_path, accepted, limits=archive_limits()):
         row = Instance(
@@ -243,7 +297,7 @@ def _write_instances(
         name = instance_upload_to(row, f"x.{_EXTENSIONS.get(item.format, item.format.lower())}")
         # Content-addressed paths: a rerun finds the file there already and skips the write.
         if not default_storage.exists(name):
-            default_storage.save(name, ContentFile(data))
+            saved.append(default_storage.save(name, ContentFile(data)))
         row.image.name = name
         rows.append(row)
     before = dataset.instances.count()

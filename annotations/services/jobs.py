@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -70,6 +71,9 @@ def job_succeed(*, job: Job, result: dict[str, Any] | None = None) -> None:
 
 
 def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> None:
+    """Mark a job failed with ``error``, a message for the people who read the job (experts
+    and viewers of the project among them): never an exception's text, which may hold SQL,
+    paths or settings. For an unexpected exception use :func:`job_fail_unexpected`."""
     job.status = JobStatus.FAILED
     job.error = error[:5000]
     job.finished_at = timezone.now()
@@ -78,6 +82,29 @@ def job_fail(*, job: Job, error: str, result: dict[str, Any] | None = None) -> N
         job.result = result
         fields.append("result")
     job.save(update_fields=fields)
+
+
+def job_failure_message(*, job: Job, exc: BaseException) -> str:
+    """What a job's readers are told about an exception that ended it.
+
+    A ``ValidationError`` is worded for users already and is shown as it is; anything else
+    (a database error quoting SQL and values, a path in an ``OSError``) stays in the worker's
+    log, and the job points there by its id.
+    """
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    what = {
+        JobKind.IMPORT_DATASET: "The import",
+        JobKind.IMPORT_PREDICTIONS: "The predictions import",
+    }.get(job.kind, "The job")
+    return f"{what} failed on the server; the error is in the worker's log (job {job.pk})."
+
+
+def job_fail_unexpected(*, job: Job, exc: BaseException) -> None:
+    """Fail ``job`` for an exception nobody meant to show users: the traceback goes to the
+    log, the job gets :func:`job_failure_message`. Call from an ``except`` block."""
+    logger.error("job %s (%s) failed", job.pk, job.kind, exc_info=exc)
+    job_fail(job=job, error=job_failure_message(job=job, exc=exc))
 
 
 def enqueue_on_commit(task_path: str, job_id: int) -> None:

@@ -100,8 +100,10 @@ def test_each_https_setting_can_be_overridden_alone(monkeypatch):
     assert prod["SESSION_COOKIE_SECURE"] is True  # the others still follow HTTPS
 
 
-def deploy_check(values: dict[str, Any]) -> None:
+def deploy_check(monkeypatch: pytest.MonkeyPatch, values: dict[str, Any]) -> None:
     """`manage.py check --deploy --fail-level WARNING` under these settings."""
+    # Set by the browser tests' conftest for Playwright; async.E001 rightly refuses it.
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
     overrides = {name: values[name] for name in SECURITY_SETTINGS}
     overrides["SECURE_PROXY_SSL_HEADER"] = values.get("SECURE_PROXY_SSL_HEADER")
     with override_settings(
@@ -114,14 +116,14 @@ def deploy_check(values: dict[str, Any]) -> None:
 
 
 def test_check_deploy_is_clean_under_the_production_variables(monkeypatch):
-    deploy_check(load_settings(monkeypatch, **PRODUCTION))
+    deploy_check(monkeypatch, load_settings(monkeypatch, **PRODUCTION))
 
 
 def test_check_deploy_names_what_is_missing_without_https(monkeypatch):
     """The same check fails once HTTPS is off, so the test above can fail."""
     plain = load_settings(monkeypatch, **{**PRODUCTION, "HTTPS": "0"})
     with pytest.raises(SystemCheckError) as raised:
-        deploy_check(plain)
+        deploy_check(monkeypatch, plain)
     for code in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert code in str(raised.value)
 

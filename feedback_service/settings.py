@@ -111,6 +111,8 @@ CONTENT_SECURITY_POLICY = {
         "base-uri": ["'self'"],
         "form-action": ["'self'"],
         "frame-ancestors": ["'none'"],
+        # Where browsers POST a report of each violation (e.g. a collector's URL); none if unset.
+        "report-uri": env.str("CSP_REPORT_URI", default="") or None,
     }
 }
 

@@ -29,6 +29,7 @@ SECURITY_VARIABLES = [
     "SECURE_HSTS_PRELOAD",
     "SESSION_COOKIE_SECURE",
     "CSRF_COOKIE_SECURE",
+    "CSP_REPORT_URI",
 ]
 SECURITY_SETTINGS = [
     "SECURE_SSL_REDIRECT",
@@ -98,6 +99,14 @@ def test_each_https_setting_can_be_overridden_alone(monkeypatch):
     assert prod["SECURE_HSTS_PRELOAD"] is True
     assert prod["SILENCED_SYSTEM_CHECKS"] == []
     assert prod["SESSION_COOKIE_SECURE"] is True  # the others still follow HTTPS
+
+
+def test_violation_reports_go_where_csp_report_uri_says(monkeypatch):
+    directives = load_settings(monkeypatch, **PRODUCTION)["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]
+    assert directives["report-uri"] is None
+    url = "https://csp.example.org/report"
+    reported = load_settings(monkeypatch, **PRODUCTION, CSP_REPORT_URI=url)
+    assert reported["CONTENT_SECURITY_POLICY"]["DIRECTIVES"]["report-uri"] == url
 
 
 def deploy_check(monkeypatch: pytest.MonkeyPatch, values: dict[str, Any]) -> None:

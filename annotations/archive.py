@@ -979,10 +979,21 @@ _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
-    """The rows of a JSON manifest (a list of objects), decoded one item at a time.
+    """The rows of a JSON manifest (a list of objects), decoded one item at a time."""
+    for number, obj in iter_json_list(stream):
+        yield _json_row(obj, number)
+
+
+def iter_json_list(
+    stream: IO[bytes], *, field: str = "manifest", what: str = "the manifest"
+) -> Iterator[tuple[int, object]]:
+    """``(item number, item)`` for each item of a JSON list read from ``stream`` (UTF-8).
 
     A bounded buffer holds the text of the item being decoded, so neither the document nor
-    its whole parse is ever in memory.
+    its whole parse is ever in memory; an item longer than ``MAX_JSON_ITEM_CHARS`` is
+    refused. NaN, Infinity and numbers out of range are refused as PostgreSQL's jsonb
+    refuses them. Raises :class:`ArchiveRejected` naming ``field``, its message naming the
+    document as ``what``. The stream is left open.
     """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig")
     buffer = ""
@@ -990,7 +1001,7 @@ def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
     at_end = False
 
     def refuse(detail: str) -> NoReturn:
-        raise ArchiveRejected("manifest", f"the manifest is not valid JSON ({detail})")
+        raise ArchiveRejected(field, f"{what} is not valid JSON ({detail})")
 
     def read_more() -> bool:
         nonlocal buffer, pos, at_end
@@ -1018,7 +1029,7 @@ def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
         first = next_char()
         if first != "[":
             if first and first in '{"-0123456789tfn':
-                raise ArchiveRejected("manifest", "the JSON manifest must be a list of objects")
+                raise ArchiveRejected(field, f"{what} must be a JSON list of objects")
             refuse("it does not start with '['")
         pos += 1
         if next_char() == "]":
@@ -1037,8 +1048,8 @@ def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
                             refuse(f"item {number}: {exc.msg}")
                         if len(buffer) - pos > MAX_JSON_ITEM_CHARS:
                             raise ArchiveRejected(
-                                "manifest",
-                                f"manifest item {number} is longer than "
+                                field,
+                                f"item {number} of {what} is longer than "
                                 f"{MAX_JSON_ITEM_CHARS} characters",
                             ) from exc
                         read_more()
@@ -1049,7 +1060,7 @@ def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
                         continue
                     break
                 pos = end
-                yield _json_row(obj, number)
+                yield number, obj
                 separator = next_char()
                 pos += 1
                 if separator == "]":
@@ -1063,7 +1074,7 @@ def _iter_json(stream: IO[bytes]) -> Iterator[_ManifestRow]:
         if isinstance(exc, ArchiveRejected):
             raise
         if isinstance(exc, UnicodeDecodeError):
-            raise ArchiveRejected("manifest", f"the JSON manifest is not UTF-8 ({exc})") from exc
+            raise ArchiveRejected(field, f"{what} is not UTF-8 ({exc})") from exc
         refuse(str(exc) or type(exc).__name__)
     finally:
         text.detach()  # the caller closes the stream

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
+import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from django.core.exceptions import ValidationError
@@ -55,48 +55,106 @@ class ParsedPredictions:
     probabilities: np.ndarray
 
 
-def _parse_prediction_rows(data: bytes, fmt: str, label_order: Sequence[str]) -> list[tuple]:
-    """Rows of (row number, instance reference, probabilities) from CSV or JSON."""
-    rows: list[tuple] = []
+PredictionsSource = bytes | str | os.PathLike[str] | IO[bytes]
+
+
+def _prediction_rows(stream: IO[bytes], fmt: str, label_order: Sequence[str]) -> Iterator[tuple]:
+    """(row number, instance reference, probabilities) from CSV or JSON, read as a stream."""
     if fmt == "json":
         try:
-            items = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise field_error("predictions", f"Not valid JSON: {exc}.") from exc
-        if not isinstance(items, list):
-            raise field_error("predictions", "The JSON must be a list of objects.")
-        for n, item in enumerate(items, start=1):
-            if not isinstance(item, dict) or "probabilities" not in item:
-                raise field_error("predictions", f"Item {n} has no 'probabilities'.")
-            ref = item.get("instance_id", item.get("path", item.get("content_hash")))
-            probs = item["probabilities"]
-            if isinstance(probs, dict):
-                missing = [lbl for lbl in label_order if lbl not in probs]
-                if missing:
-                    raise field_error(
-                        "predictions", f"Item {n} lacks probabilities for: {', '.join(missing)}."
-                    )
-                probs = [probs[lbl] for lbl in label_order]
-            rows.append((n, ref, probs))
-        return rows
+            for n, item in archive.iter_json_list(
+                stream, field="predictions", what="the predictions file"
+            ):
+                yield _json_prediction(n, item, label_order)
+        except archive.ArchiveRejected as exc:
+            raise field_error(
+                "predictions", f"{exc.message[:1].upper()}{exc.message[1:]}."
+            ) from exc
+        return
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.DictReader(text)
     try:
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        header = reader.fieldnames or []
+        ref_column = next((c for c in ("instance_id", "path", "content_hash") if c in header), None)
+        if ref_column is None:
+            raise field_error(
+                "predictions", "The CSV needs an 'instance_id', 'path' or 'content_hash' column."
+            )
+        missing = [lbl for lbl in label_order if lbl not in header]
+        if missing:
+            raise field_error(
+                "predictions", f"The CSV lacks a probability column for: {', '.join(missing)}."
+            )
+        for n, record in enumerate(reader, start=2):
+            yield (n, record[ref_column], [record[lbl] for lbl in label_order])
     except UnicodeDecodeError as exc:
         raise field_error("predictions", "The CSV must be UTF-8 text.") from exc
-    header = reader.fieldnames or []
-    ref_column = next((c for c in ("instance_id", "path", "content_hash") if c in header), None)
-    if ref_column is None:
+    except csv.Error as exc:
         raise field_error(
-            "predictions", "The CSV needs an 'instance_id', 'path' or 'content_hash' column."
-        )
-    missing = [lbl for lbl in label_order if lbl not in header]
-    if missing:
-        raise field_error(
-            "predictions", f"The CSV lacks a probability column for: {', '.join(missing)}."
-        )
-    for n, record in enumerate(reader, start=2):
-        rows.append((n, record[ref_column], [record[lbl] for lbl in label_order]))
+            "predictions", f"The CSV is malformed near line {reader.line_num} ({exc})."
+        ) from exc
+    finally:
+        text.detach()  # the caller closes the stream
+
+
+def _json_prediction(n: int, item: object, label_order: Sequence[str]) -> tuple:
+    if not isinstance(item, dict) or "probabilities" not in item:
+        raise field_error("predictions", f"Item {n} has no 'probabilities'.")
+    ref = item.get("instance_id", item.get("path", item.get("content_hash")))
+    probs = item["probabilities"]
+    if isinstance(probs, dict):
+        missing = [lbl for lbl in label_order if lbl not in probs]
+        if missing:
+            raise field_error(
+                "predictions", f"Item {n} lacks probabilities for: {', '.join(missing)}."
+            )
+        probs = [probs[lbl] for lbl in label_order]
+    return (n, ref, probs)
+
+
+def _read_prediction_rows(
+    project: Project, data: PredictionsSource, fmt: str, label_order: Sequence[str]
+) -> list[tuple]:
+    """The rows of a predictions file, read as they are parsed. Each row names a different
+    instance of the project, so reading stops at one row more than the project has
+    instances: a file of millions of rows costs no more memory than the project's size."""
+    limit = Instance.objects.filter(project=project).count()
+    if isinstance(data, bytes):
+        source: IO[bytes] = io.BytesIO(data)
+    elif isinstance(data, str | os.PathLike):
+        source = open(data, "rb")  # noqa: SIM115 (closed below)
+    else:
+        source = data
+    rows: list[tuple] = []
+    try:
+        for row in _prediction_rows(io.BufferedReader(_Unclosed(source)), fmt, label_order):
+            rows.append(row)
+            if len(rows) > limit:
+                raise field_error(
+                    "predictions",
+                    f"The file has more rows than the project has instances ({limit}); each "
+                    "row must name a different instance.",
+                )
+    finally:
+        if source is not data:
+            source.close()
     return rows
+
+
+class _Unclosed(io.RawIOBase):
+    """A read-only view of a binary stream that leaves it open when closed."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        super().__init__()
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _resolve_instances(project: Project, refs: list[Any]) -> dict[Any, int]:
@@ -114,10 +172,12 @@ def _resolve_instances(project: Project, refs: list[Any]) -> dict[Any, int]:
 
 
 def parse_predictions(
-    *, project: Project, data: bytes, fmt: str, label_order: Sequence[str]
+    *, project: Project, data: PredictionsSource, fmt: str, label_order: Sequence[str]
 ) -> ParsedPredictions:
-    """Validate a predictions file completely; raises ValidationError naming the row."""
-    rows = _parse_prediction_rows(data, fmt, label_order)
+    """Validate a predictions file completely; raises ValidationError naming the row.
+
+    ``data`` is the file's bytes, its path or an open binary file; it is streamed."""
+    rows = _read_prediction_rows(project, data, fmt, label_order)
     if not rows:
         raise field_error("predictions", "The file holds no predictions.")
     resolved = _resolve_instances(project, [ref for _, ref, _ in rows])
@@ -176,20 +236,24 @@ def predictions_import_start(
     label_order = validate_preprocessing(project, spec)
     name = (getattr(predictions_file, "name", "") or "").lower()
     fmt = "json" if name.endswith(".json") else "csv"
-    data = predictions_file.read()
-    parsed = parse_predictions(project=project, data=data, fmt=fmt, label_order=label_order)
+    # Saved first (in chunks, capped at IMPORT_MAX_UPLOAD_BYTES), then streamed from disk.
+    data_path = save_upload(predictions_file, f".{fmt}")
     saliency_path = None
-    if saliency_file is not None:
-        saliency_path = save_upload(saliency_file, ".zip")
-        try:
-            _check_saliency_zip(saliency_path)
-        except archive.ArchiveRejected as exc:
+    try:
+        parsed = parse_predictions(
+            project=project, data=data_path, fmt=fmt, label_order=label_order
+        )
+        if saliency_file is not None:
+            saliency_path = save_upload(saliency_file, ".zip")
+            try:
+                _check_saliency_zip(saliency_path)
+            except archive.ArchiveRejected as exc:
+                raise field_error("saliency", exc.message) from exc
+    except ValidationError:
+        data_path.unlink(missing_ok=True)
+        if saliency_path is not None:
             saliency_path.unlink(missing_ok=True)
-            raise field_error("saliency", exc.message) from exc
-        except ValidationError:
-            saliency_path.unlink(missing_ok=True)
-            raise
-    data_path = save_upload(ContentFile(data, name=name), f".{fmt}")
+        raise
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
         mv = ModelVersion.objects.create(
@@ -227,7 +291,7 @@ def predictions_import_run(*, job: Job) -> None:
     job_start(job=job)
     parsed = parse_predictions(
         project=mv.project,
-        data=Path(params["predictions_path"]).read_bytes(),
+        data=Path(params["predictions_path"]),
         fmt=params["format"],
         label_order=mv.label_order,
     )

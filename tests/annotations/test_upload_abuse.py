@@ -22,7 +22,7 @@ from annotations import archive, services, tasks
 from annotations.archive import ArchiveLimits, ArchiveRejected
 from annotations.models import Dataset, Instance, Job, JobStatus
 from annotations.services import datasets as dataset_services
-from tests.factories import LABELS, make_image_bytes, make_project
+from tests.factories import LABELS, imagefolder_files, import_images, make_image_bytes, make_project
 
 pytestmark = pytest.mark.django_db
 
@@ -370,3 +370,46 @@ def test_a_failed_import_into_a_dataset_with_instances_keeps_it(
     assert job.status == JobStatus.FAILED
     assert Dataset.objects.get().instances.count() == 4
     assert files_under(media_root / "uploads") == []
+
+
+# --- predictions files: streamed too, at most one row per instance ------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_large_predictions_file_stops_at_the_number_of_instances(
+    tmp_path: Path, media_root, settings, image_zip, fmt: str
+) -> None:
+    """Like a manifest, a predictions file was read and parsed whole in the request. Each row
+    names a different instance, so one row more than the project has is refused at once."""
+    project = make_project()
+    import_images(project, image_zip(imagefolder_files(1)))
+    rows = 400_000
+    path = tmp_path / f"p.{fmt}"
+    if fmt == "csv":
+        body = "instance_id,cat,dog,bird\n" + "".join(f"{n},0.5,0.25,0.25\n" for n in range(rows))
+    else:
+        item = '{{"instance_id": {}, "probabilities": [0.5, 0.25, 0.25]}}'
+        body = "[" + ",".join(item.format(n) for n in range(rows)) + "]"
+    path.write_text(body)
+    del body
+    spec = services.ModelSpecInput(
+        name="external", kind="predictions_only", input_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
+    with path.open("rb") as handle:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValidationError) as caught:
+                services.predictions_import_start(
+                    project=project,
+                    spec=spec,
+                    predictions_file=File(handle, name=f"p.{fmt}"),
+                    created_by=None,
+                )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert "more rows than the project has instances (3)" in " ".join(
+        caught.value.message_dict["predictions"]
+    )
+    assert not list(settings.UPLOAD_ROOT.iterdir())

@@ -413,3 +413,21 @@ def test_a_large_predictions_file_stops_at_the_number_of_instances(
         caught.value.message_dict["predictions"]
     )
     assert not list(settings.UPLOAD_ROOT.iterdir())
+
+
+def test_a_malformed_predictions_csv_is_a_400(media_root, image_zip) -> None:
+    """A cell longer than the csv module's field limit raised csv.Error: a 500."""
+    project = make_project()
+    import_images(project, image_zip(imagefolder_files(1)))
+    spec = services.ModelSpecInput(
+        name="external", kind="predictions_only", input_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
+    content = io.BytesIO(b"instance_id,cat,dog,bird\n" + b"x" * 200_000 + b",1,0,0\n")
+    with pytest.raises(ValidationError) as caught:
+        services.predictions_import_start(
+            project=project,
+            spec=spec,
+            predictions_file=File(content, name="p.csv"),
+            created_by=None,
+        )
+    assert "malformed near line 2" in " ".join(caught.value.message_dict["predictions"])

@@ -91,7 +91,7 @@ def _prediction_rows(stream: IO[bytes], fmt: str, label_order: Sequence[str]) ->
         raise field_error("predictions", "The CSV must be UTF-8 text.") from exc
     except csv.Error as exc:
         raise field_error(
-            "predictions", f"The CSV is malformed near line {reader.line_num} ({exc})."
+            "predictions", f"The CSV is malformed near line {reader.line_num + 1} ({exc})."
         ) from exc
     finally:
         text.detach()  # the caller closes the stream

@@ -305,9 +305,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # DRF's page numbers and django-filter's filters, except that an empty value or a page
+    # that does not exist answers 400 naming the parameter (annotations/api/query_params.py).
+    "DEFAULT_PAGINATION_CLASS": "annotations.api.query_params.StrictPageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["annotations.api.query_params.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "annotations.api.errors.exception_handler",
 }
@@ -325,6 +327,12 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # The split choices appear as `split` and `default_split`: one enum in the schema.
     "ENUM_NAME_OVERRIDES": {"SplitEnum": "annotations.models.Split"},
+    # The error answers (400, 401, 403, 404, 409, 415, 422, 429) where each operation can
+    # give them, and output fields some callers do not get (annotations/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "annotations.api.schema.add_error_responses",
+    ],
 }
 
 # PostgreSQL: run the hot path's statements as server-side prepared statements

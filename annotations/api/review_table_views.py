@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from annotations import permissions as access
 from annotations import review_table
 from annotations.api import serializers as s
+from annotations.api.query_params import refuse_empty
 from annotations.models import ReviewRound
 from annotations.services import field_error
 from annotations.services import jobs as job_services
@@ -78,6 +79,9 @@ FILTER_PARAMETERS = [
 ]
 
 
+FILTER_NAMES = [p.name for p in FILTER_PARAMETERS]
+
+
 class RoundReviewTable(APIView):
     """GET /api/rounds/{id}/reviews/: the round's submitted reviews, filtered and sorted,
     ``review_table.PAGE_SIZE`` a page (``?page=``). With ``?format=csv`` (or at
@@ -95,7 +99,10 @@ class RoundReviewTable(APIView):
 
     @extend_schema(
         operation_id="rounds_reviews_table",
-        parameters=[*FILTER_PARAMETERS, OpenApiParameter("page", int)],
+        parameters=[
+            *FILTER_PARAMETERS,
+            OpenApiParameter("page", OpenApiTypes.INT, description="1, 2, ..."),
+        ],
         responses={
             200: OpenApiResponse(OpenApiTypes.OBJECT, description="a page of rows, or CSV"),
             400: OpenApiResponse(description="a bad filter, sort or page, named"),
@@ -105,6 +112,9 @@ class RoundReviewTable(APIView):
         review_round = access.access_round_by_id(
             request.user, round_id, allowed=access.READ_DETAILS
         )
+        # Empty values mean "any" on the page's form (parse_review_filters); an API client
+        # that sends one has a bug, and is told which parameter (as in every API list).
+        refuse_empty(request.query_params, [*FILTER_NAMES, "page"])
         filters = review_table.parse_review_filters(request.query_params, review_round)
         if isinstance(request.accepted_renderer, CSVRenderer):
             response = StreamingHttpResponse(
@@ -114,7 +124,7 @@ class RoundReviewTable(APIView):
                 f'attachment; filename="round-{review_round.pk}-reviews.csv"'
             )
             return response
-        raw_page = request.query_params.get("page") or "1"
+        raw_page = request.query_params.get("page", "1")
         paginator = Paginator(
             review_table.round_reviews(review_round, filters), review_table.PAGE_SIZE
         )

@@ -16,10 +16,15 @@ from annotations import analysis, sampling, selectors
 from annotations import permissions as access
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent, request_transaction
+from annotations.api.parsers import BoundedJSONParser
+from annotations.api.query_params import StrictFilterSet
 from annotations.models import Review, ReviewRound, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
 
+# Bodies that are a JSON object of answers: a form post would arrive as an empty object (a
+# 200 that changed nothing), so these take JSON alone and answer 415 to anything else.
+JSON_ONLY = [BoundedJSONParser]
 PAYLOAD_SCHEMA = {"type": "object", "description": "The task payload (see the README)."}
 
 
@@ -197,6 +202,8 @@ class TaskSkip(APIView):
 
 
 class TaskDraft(APIView):
+    parser_classes = JSON_ONLY
+
     @extend_schema(request=dict, responses={200: dict})
     def put(self, request: Request, task_id: int) -> Response:
         task = access.access_task_by_id(request.user, task_id)
@@ -207,6 +214,8 @@ class TaskDraft(APIView):
 
 
 class TaskExpectation(APIView):
+    parser_classes = JSON_ONLY
+
     @extend_schema(request=dict, responses={200: PAYLOAD_SCHEMA})
     @idempotent
     def post(self, request: Request, task_id: int) -> Response:
@@ -221,6 +230,8 @@ class TaskExpectation(APIView):
 
 
 class TaskVerdict(APIView):
+    parser_classes = JSON_ONLY
+
     @extend_schema(request=dict, responses={200: rs.ReviewOutput})
     @idempotent
     def post(self, request: Request, task_id: int) -> Response:
@@ -244,7 +255,9 @@ class TaskSaliency(APIView):
 
     @extend_schema(
         responses={
+            # raw: the .npz map; overlay: a PNG.
             (200, "application/octet-stream"): bytes,
+            (200, "image/png"): bytes,
             403: OpenApiResponse(description="not revealed yet"),
         }
     )
@@ -263,7 +276,7 @@ class TaskSaliency(APIView):
         return FileResponse(exp.raw.storage.open(name, "rb"))
 
 
-class ReviewFilter(django_filters.FilterSet):
+class ReviewFilter(StrictFilterSet):
     # Plain numbers, not model choices: a model-choice filter answers 400 for an id that
     # does not exist and 200 for one of another project, which told anyone which ids exist.
     # Now both give an empty list (the queryset holds only the caller's reviews).
@@ -298,6 +311,8 @@ class ReviewList(generics.ListAPIView):
 
 
 class ReviewDetail(APIView):
+    parser_classes = JSON_ONLY
+
     @extend_schema(responses=rs.ReviewOutput)
     def get(self, request: Request, review_id: int) -> Response:
         return Response(rs.ReviewOutput(access.access_review_by_id(request.user, review_id)).data)

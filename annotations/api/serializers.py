@@ -102,7 +102,13 @@ class InstanceOutput(serializers.ModelSerializer):
 
 
 class ModelVersionOutput(serializers.ModelSerializer):
-    prediction_count = serializers.IntegerField(read_only=True, required=False)
+    # Always present: lists annotate it (selectors.model_version_list, no query per row);
+    # a single version (detail, registration) counts it.
+    prediction_count = serializers.SerializerMethodField()
+
+    def get_prediction_count(self, obj: ModelVersion) -> int:
+        count = getattr(obj, "prediction_count", None)
+        return obj.predictions.count() if count is None else count
 
     class Meta:
         model = ModelVersion

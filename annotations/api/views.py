@@ -16,6 +16,8 @@ from annotations import analysis, selectors, services
 from annotations import permissions as access
 from annotations.api import serializers as s
 from annotations.api.parsers import BoundedJSONParser
+from annotations.api.query_params import StrictFilterSet, refuse_empty
+from annotations.api.strict import StrictInput
 from annotations.models import (
     Dataset,
     Explanation,
@@ -25,6 +27,7 @@ from annotations.models import (
     ModelVersion,
     Prediction,
     Role,
+    Split,
 )
 from annotations.services import comments as comment_services
 
@@ -80,6 +83,7 @@ class ProjectMember(APIView):
     )
     def delete(self, request: Request, project_id: int, username: str) -> Response:
         project = access.access_project_by_id(request.user, project_id, allowed=access.MANAGE)
+        refuse_empty(request.query_params, ["role"])
         user = get_user_model().objects.filter(username=username).first()
         if user is None or not project.memberships.filter(user=user).exists():
             raise Http404("No member with that username.")
@@ -124,7 +128,7 @@ class DatasetImport(APIView):
         return _accepted(job)
 
 
-class InstanceFilter(django_filters.FilterSet):
+class InstanceFilter(StrictFilterSet):
     class Meta:
         model = Instance
         fields = ["split", "label"]
@@ -231,11 +235,11 @@ class ModelVersionDetail(APIView):
         return Response(s.ModelVersionOutput(mv).data)
 
 
-class PredictionFilter(django_filters.FilterSet):
+class PredictionFilter(StrictFilterSet):
     min_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="gte")
     max_confidence = django_filters.NumberFilter(field_name="confidence", lookup_expr="lte")
     true_label = django_filters.CharFilter(field_name="instance__label")
-    split = django_filters.CharFilter(field_name="instance__split")
+    split = django_filters.ChoiceFilter(field_name="instance__split", choices=Split.choices)
 
     class Meta:
         model = Prediction
@@ -354,7 +358,12 @@ class ExplanationFile(APIView):
 
     @extend_schema(
         operation_id="explanations_file_retrieve",
-        responses={(200, "application/octet-stream"): bytes},
+        # raw: the .npz map; overlay: a PNG; thumbnail: a WebP.
+        responses={
+            (200, "application/octet-stream"): bytes,
+            (200, "image/png"): bytes,
+            (200, "image/webp"): bytes,
+        },
     )
     def get(self, request: Request, explanation_id: int, kind: str) -> FileResponse:
         exp = access.access_explanation_by_id(request.user, explanation_id)
@@ -378,7 +387,7 @@ class InstanceCommentOutput(serializers.ModelSerializer):
         fields = ["id", "instance", "author", "body", "created_at"]
 
 
-class InstanceCommentInput(serializers.Serializer):
+class InstanceCommentInput(StrictInput):
     # Length and blankness are the service's rules (comments.comment_add), not the parser's.
     body = serializers.CharField(allow_blank=True, trim_whitespace=False)
 

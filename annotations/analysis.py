@@ -429,7 +429,7 @@ def round_progress_for_user(*, review_round: ReviewRound, user: Any) -> dict[str
     progress = selectors.round_progress(review_round=review_round)
     if is_expert_only(roles_in_project(user, review_round.project_id)):
         progress["experts"] = [r for r in progress["experts"] if r["expert"] == user.pk]
-    if review_round.experts.filter(pk=user.pk).exists():
+    if any(r["expert"] == user.pk for r in progress["experts"]):  # no query: the rows say
         # "n left for you" on the review page: the images this expert can still be given
         # (open slots of instances they have neither had nor skipped) plus the one they hold.
         progress["available_to_you"] = selectors.tasks_available_count(

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -378,7 +380,12 @@ def task_next(*, review_round: ReviewRound, expert: Any) -> ReviewTask | None:
     if any_expired:
         leases_expire(review_round=review_round, now=now)
     lease_until = now + timedelta(seconds=review_round.lease_seconds)
-    for _ in range(CLAIM_ATTEMPTS):
+    for attempt in range(CLAIM_ATTEMPTS):
+        if attempt:
+            # Every candidate was locked by other experts' claims a moment ago; they commit
+            # within milliseconds. A short random pause (at most ~5 ms x attempt) keeps the
+            # retries from meeting the same locks again on a busy server.
+            time.sleep(random.uniform(0, 0.005) * attempt)
         task_id = _claim(
             round_id=review_round.pk, expert_id=expert.pk, now=now, lease_until=lease_until
         )

@@ -21,6 +21,7 @@ from annotations.models import (
     Instance,
     Job,
     JobKind,
+    JobStatus,
     Project,
     instance_upload_to,
 )
@@ -160,16 +161,38 @@ def dataset_import_run(
 
     Safe to repeat: instances are unique per (dataset, content hash), so a rerun after a
     crash writes only what is missing. Returns the import report (also stored on the job).
+    A job that fails, for any reason, leaves nothing behind (see _discard_failed_import);
+    one that succeeds removes its uploads.
     """
+    assert job.dataset is not None, "an import job always has a dataset"
+    job_start(job=job)
+    saved: list[str] = []  # image files this job created, for the cleanup of a failure
+    try:
+        report = _scan_and_write(job=job, saved=saved, progress=progress)
+    except Exception:
+        # The caller (the task) fails the job with the error; what was left half done goes.
+        _discard_failed_import(job=job, saved=saved)
+        raise
+    if job.status == JobStatus.FAILED:
+        _discard_failed_import(job=job, saved=saved)
+    else:
+        _remove_uploads(job)
+    return report
+
+
+def _scan_and_write(
+    *, job: Job, saved: list[str], progress: Callable[[int, int], None] | None
+) -> dict[str, Any]:
+    """The import itself, with the job started: succeeds or fails the job, except for an
+    unexpected exception, which it raises. Appends to ``saved`` the image files it writes."""
     dataset = job.dataset
-    assert dataset is not None, "an import job always has a dataset"
+    assert dataset is not None
     params = job.params
     archive_path = Path(params["archive_path"])
     manifest_path = Path(params["manifest_path"]) if params.get("manifest_path") else None
     manifest_format = None
     if manifest_path is not None:
         manifest_format = "json" if manifest_path.suffix == ".json" else "csv"
-    job_start(job=job)
 
     # Progress counts the archive's files, the unit the user thinks in (2,800 images import
     # as 2,800): a file is half done once checked (decoded, the first half of the work) and
@@ -194,7 +217,6 @@ def dataset_import_run(
     except archive.ArchiveRejected as exc:
         report = {"rejected": True, "field": exc.field, "message": exc.message}
         job_fail(job=job, error=f"{exc.field}: {exc.message}", result=report)
-        _discard_failed_import(job=job, saved=())
         return report
     report = scan.report()
     report["on_error"] = params.get("on_error", "skip")
@@ -206,31 +228,23 @@ def dataset_import_run(
             "(on_error=reject). See the report.",
             result=report,
         )
-        _discard_failed_import(job=job, saved=())
         return report
 
     files = len(scan.accepted) + len(scan.errors)
     job.total = files
     written = 0
-    saved: list[str] = []  # image files this job created, for the cleanup of a failure
-    try:
-        for start in range(0, len(scan.accepted), IMPORT_WRITE_BATCH):
-            chunk = scan.accepted[start : start + IMPORT_WRITE_BATCH]
-            written += _write_instances(
-                dataset=dataset, archive_path=archive_path, accepted=chunk, saved=saved
-            )
-            # Checked: every file; finished: the refused ones and the ones written so far.
-            done = (files + len(scan.errors) + start + len(chunk)) // 2
-            job_progress(job=job, done=done)
-            if progress:
-                progress(done, files)
-    except Exception:
-        # The caller (the task) fails the job with the error; what was left half done goes.
-        _discard_failed_import(job=job, saved=saved)
-        raise
+    for start in range(0, len(scan.accepted), IMPORT_WRITE_BATCH):
+        chunk = scan.accepted[start : start + IMPORT_WRITE_BATCH]
+        written += _write_instances(
+            dataset=dataset, archive_path=archive_path, accepted=chunk, saved=saved
+        )
+        # Checked: every file; finished: the refused ones and the ones written so far.
+        done = (files + len(scan.errors) + start + len(chunk)) // 2
+        job_progress(job=job, done=done)
+        if progress:
+            progress(done, files)
     report["written"] = written
     job_succeed(job=job, result=report)
-    _remove_uploads(job)
     return report
 
 

@@ -313,6 +313,25 @@ def test_a_database_error_in_the_worker_is_not_shown_and_nothing_is_left(
     assert job.dataset_id is None
 
 
+def test_an_unexpected_error_while_scanning_shows_no_path_and_cleans_up(
+    client, project, image_zip, media_root, monkeypatch
+):
+    job_id = start_import(client, project, image_zip)
+
+    def failing_scan(*args, **kwargs):
+        raise OSError("[Errno 5] Input/output error: '/srv/feedback/media/uploads/x.zip'")
+
+    monkeypatch.setattr(archive, "scan_archive", failing_scan)
+    with pytest.raises(OSError, match="Input/output"):
+        tasks.import_dataset(job_id)
+    job = Job.objects.get(pk=job_id)
+    assert job.status == JobStatus.FAILED
+    assert "/srv" not in job.error
+    assert f"(job {job_id})" in job.error
+    assert files_under(media_root / "uploads") == []
+    assert not Dataset.objects.exists()
+
+
 def test_a_failure_keeps_the_batches_written_and_an_existing_dataset(
     client, project, image_zip, media_root, monkeypatch
 ):

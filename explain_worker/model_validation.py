@@ -57,9 +57,12 @@ def _forkserver_context() -> Any:
     global _context
     with _context_lock:
         if _context is None:
-            context = multiprocessing.get_context("forkserver")
-            # The server imports torch once; every child is forked from it ready to run.
-            context.set_forkserver_preload([__name__, "explain_worker.attribution"])
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                # The server imports torch once; every child is forked from it ready to run.
+                context.set_forkserver_preload([__name__, "explain_worker.attribution"])
+            else:  # Windows: each child starts a fresh interpreter (slower, same limits)
+                context = multiprocessing.get_context("spawn")
             _context = context
         return _context
 

@@ -25,6 +25,7 @@ from PIL import Image
 from annotations import selectors, services
 from annotations.models import Job, ModelVersion
 from annotations.services import explanations as explanation_services
+from annotations.services.jobs import job_fail_unexpected
 from explain_worker import attribution, model_loading, prediction, rendering
 
 logger = logging.getLogger(__name__)
@@ -138,8 +139,9 @@ def _run_chunked(
     except SoftTimeLimitExceeded:
         more = True  # rows written so far stay; the next message picks up what is missing
     except Exception as exc:
-        logger.exception("%s job %s failed", job.kind, job_id)
-        services.job_fail(job=job, error=f"{type(exc).__name__}: {exc}")
+        # The traceback goes to the log; the job (read by every member, and by experts as
+        # the reason a map is missing) says what went wrong without SQL or server paths.
+        job_fail_unexpected(job=job, exc=exc)
         return
     if more:
         # Re-queue instead of looping: a long job yields the worker between chunks (so an

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from annotations.models import Dataset, Job, JobKind, JobStatus, ModelVersion, Project
@@ -93,6 +93,14 @@ def job_failure_message(*, job: Job, exc: BaseException) -> str:
     """
     if isinstance(exc, ValidationError):
         return " ".join(exc.messages)
+    if job.kind in (JobKind.PREDICT, JobKind.EXPLAIN) and not isinstance(
+        exc, DatabaseError | OSError
+    ):
+        # A model's own failure ("RuntimeError: out of memory", a shape mismatch) tells the
+        # scientist what to fix; its first line is kept. Database errors (SQL and values)
+        # and OS errors (server paths) are not.
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     what = {
         JobKind.IMPORT_DATASET: "The import",
         JobKind.IMPORT_PREDICTIONS: "The predictions import",

@@ -876,6 +876,13 @@ def instance_page(request: HttpRequest, instance_id: int) -> HttpResponse:
     ]
     compute_versions = [v for v in compute_versions if v["methods"]]
     labels = list(compute_versions[0]["mv"].label_order) if compute_versions else []
+    # "Why P and not Q": Q is the ground truth when the model got it wrong, else the class the
+    # model ranked next (asking "why kitchen and not kitchen" explains nothing).
+    contrast = instance.label
+    if compute_versions and contrast == compute_versions[0]["predicted"]:
+        first = next(p for p in predictions if p.model_version_id == compute_versions[0]["mv"].pk)
+        ranked = sorted(zip(labels, first.probabilities, strict=False), key=lambda lp: -lp[1])
+        contrast = next((label for label, _ in ranked if label != first.label), contrast)
     context = {
         "instance": instance,
         "project": instance.dataset.project,
@@ -889,6 +896,7 @@ def instance_page(request: HttpRequest, instance_id: int) -> HttpResponse:
         "legend_height": rendering.LEGEND_HEIGHT,
         "compute_versions": compute_versions,
         "labels": labels,
+        "contrast": contrast,
         "nav": nav,
         "nav_list": listed if nav.position else None,
         "disagreements": analysis.instance_disagreements(

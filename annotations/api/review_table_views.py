@@ -114,7 +114,7 @@ class RoundReviewTable(APIView):
         )
         # Empty values mean "any" on the page's form (parse_review_filters); an API client
         # that sends one has a bug, and is told which parameter (as in every API list).
-        refuse_empty(request.query_params, [*FILTER_NAMES, "page"])
+        refuse_empty(request.query_params, [*FILTER_NAMES, "page", "format"])
         filters = review_table.parse_review_filters(request.query_params, review_round)
         if isinstance(request.accepted_renderer, CSVRenderer):
             response = StreamingHttpResponse(

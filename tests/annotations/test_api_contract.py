@@ -86,6 +86,7 @@ def test_a_model_versions_detail_has_its_prediction_count(world, schema) -> None
         ("/api/rounds/{round}/reviews/", {"acceptable": ""}, "acceptable"),
         ("/api/rounds/{round}/reviews/", {"verdict": ""}, "verdict"),
         ("/api/rounds/{round}/reviews/", {"page": ""}, "page"),
+        ("/api/rounds/{round}/reviews/", {"format": ""}, "format"),
         ("/api/rounds/{round}/reviews.csv", {"sort": ""}, "sort"),
     ],
 )

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import django_filters
+from django import forms
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 
@@ -29,6 +31,24 @@ def refuse_empty(params: Mapping[str, Any], names: Iterable[str]) -> None:
     }
     if errors:
         raise ValidationError(errors)
+
+
+# The largest id a bigint column holds: a larger one cannot exist, and SQLite fails to bind
+# it (OverflowError, a 500) where PostgreSQL only compares.
+MAX_ID = 2**63 - 1
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
+class IdFilter(django_filters.NumberFilter):
+    """An object id: a whole number from 1 to ``MAX_ID`` (400 naming the parameter
+    otherwise; django-filter's NumberFilter takes 1.5 and 1e30 as decimals)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
 
 
 class StrictFilterSet(django_filters.FilterSet):

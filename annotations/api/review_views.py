@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import django_filters
 from django.contrib.auth import get_user_model
 from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -17,7 +16,7 @@ from annotations import permissions as access
 from annotations.api import review_serializers as rs
 from annotations.api.idempotency import idempotent, request_transaction
 from annotations.api.parsers import BoundedJSONParser
-from annotations.api.query_params import StrictFilterSet
+from annotations.api.query_params import IdFilter, StrictFilterSet
 from annotations.models import Review, ReviewRound, TaskStatus
 from annotations.services import explanations, field_error
 from annotations.services import reviews as review_services
@@ -280,9 +279,9 @@ class ReviewFilter(StrictFilterSet):
     # Plain numbers, not model choices: a model-choice filter answers 400 for an id that
     # does not exist and 200 for one of another project, which told anyone which ids exist.
     # Now both give an empty list (the queryset holds only the caller's reviews).
-    round = django_filters.NumberFilter(field_name="round_id")
-    instance = django_filters.NumberFilter(field_name="instance_id")
-    expert = django_filters.NumberFilter(field_name="expert_id")
+    round = IdFilter(field_name="round_id")
+    instance = IdFilter(field_name="instance_id")
+    expert = IdFilter(field_name="expert_id")
 
     class Meta:
         model = Review

@@ -78,6 +78,9 @@ def test_a_model_versions_detail_has_its_prediction_count(world, schema) -> None
         ("/api/reviews/", {"prediction_verdict": ""}, "prediction_verdict"),
         ("/api/reviews/", {"acceptable": ""}, "acceptable"),
         ("/api/reviews/", {"acceptable": "maybe"}, "acceptable"),
+        ("/api/reviews/", {"round": str(2**63)}, "round"),
+        ("/api/reviews/", {"instance": "1.5"}, "instance"),
+        ("/api/reviews/", {"expert": "1e30"}, "expert"),
         ("/api/projects/", {"page": ""}, "page"),
         ("/api/projects/", {"page": "0"}, "page"),
         ("/api/projects/", {"page": "x"}, "page"),
@@ -112,6 +115,8 @@ def test_filters_and_pages_still_work(world) -> None:
     assert client.get(f"/api/datasets/{dataset}/instances/", {"split": "test"}).json()["count"] == 4
     assert client.get("/api/reviews/", {"acceptable": "true"}).json()["count"] == 0
     assert client.get("/api/reviews/", {"page": "1"}).json()["count"] == 1
+    assert client.get("/api/reviews/", {"round": review_round.pk}).json()["count"] == 1
+    assert client.get("/api/reviews/", {"round": 2**63 - 1}).json()["count"] == 0
     predictions = client.get(f"/api/model-versions/{world.mv.pk}/predictions/", {"split": "test"})
     assert predictions.json()["count"] == 4
 

@@ -96,16 +96,14 @@ SILENCED_SYSTEM_CHECKS: list[str] = [] if SECURE_HSTS_PRELOAD else ["security.W0
 # Content-Security-Policy on every response (django-csp). Scripts and style sheets come from
 # this origin only; the one inline script, the Swagger page's set-up, carries the request's
 # nonce (frontend/templates/drf_spectacular/swagger_ui.html), and the nonce appears in the
-# header of that page alone. Style *attributes* stay allowed: pages and review.js set
-# data-driven colours, widths and aspect ratios with them; they cannot run script, and img-src
-# and font-src keep them from loading anything from elsewhere. data: images are the Swagger
-# UI style sheet's icons.
+# header of that page alone. No inline style either: pages use classes (the matrix's heat
+# classes), SVG presentation attributes and the CSSOM from script. data: images are the
+# Swagger UI style sheet's icons.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'", NONCE],
         "style-src": ["'self'", NONCE],
-        "style-src-attr": ["'unsafe-inline'"],
         "img-src": ["'self'", "data:"],
         "object-src": ["'none'"],
         "base-uri": ["'self'"],

@@ -493,15 +493,33 @@ def _luminance(rgb: tuple[int, int, int]) -> float:
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
-def heat_colours(count: int, maximum: int, *, diagonal: bool) -> tuple[str, str]:
-    """Background and text colour of a cell: white for 0, darker with the count relative to
-    the largest cell of its kind (errors and correct ones on separate scales, else the
-    diagonal would wash every error out). The text colour is whichever of black and white
-    contrasts more (at least 4.5:1 on any of these backgrounds)."""
+HEAT_LEVELS = 10  # shades per scale; frontend/static/frontend/scientist.css has a class each
+
+
+def heat_level(count: int, maximum: int) -> int:
+    """0 for an empty cell, else 1..HEAT_LEVELS with the count relative to the largest cell
+    of its kind (errors and correct ones on separate scales, else the diagonal would wash
+    every error out); a single error is level 1, visibly not zero."""
     if count <= 0 or maximum <= 0:
+        return 0
+    return 1 + int((HEAT_LEVELS - 1) * min(count / maximum, 1.0) + 0.5)  # half up
+
+
+def heat_class(count: int, maximum: int, *, diagonal: bool) -> str:
+    """The cell's CSS class: ``heat-0``, ``heat-e1``..``heat-e10`` (errors, red) or
+    ``heat-c1``..``heat-c10`` (correct, blue). Classes rather than style attributes, so the
+    Content-Security-Policy needs no inline styles."""
+    level = heat_level(count, maximum)
+    return "heat-0" if level == 0 else f"heat-{'c' if diagonal else 'e'}{level}"
+
+
+def heat_colours(level: int, *, diagonal: bool) -> tuple[str, str]:
+    """Background and text colour of a heat level (what scientist.css holds for each class):
+    white for 0, then from light to the scale's full colour. The text colour is whichever of
+    black and white contrasts more (at least 4.5:1 on any of these backgrounds)."""
+    if level <= 0:
         return "#ffffff", "#1b1f24"
-    # A floor, so that a single error is visibly not zero.
-    t = 0.12 + 0.88 * min(count / maximum, 1.0)
+    t = 0.12 + 0.88 * (level - 1) / (HEAT_LEVELS - 1)
     end = _CORRECT_RGB if diagonal else _ERROR_RGB
     rgb = tuple(round(w + (e - w) * t) for w, e in zip(_WHITE, end, strict=True))
     lum = _luminance(rgb)  # type: ignore[arg-type]
@@ -509,6 +527,17 @@ def heat_colours(count: int, maximum: int, *, diagonal: bool) -> tuple[str, str]
     black_contrast = (lum + 0.05) / 0.05
     fg = "#ffffff" if white_contrast > black_contrast else "#000000"
     return "#{:02x}{:02x}{:02x}".format(*rgb), fg
+
+
+def heat_css() -> str:
+    """The CSS rules of every heat class, as kept in scientist.css (a test compares them)."""
+    lines = []
+    for kind, diagonal in (("e", False), ("c", True)):
+        for level in range(1, HEAT_LEVELS + 1):
+            bg, fg = heat_colours(level, diagonal=diagonal)
+            cls = f".heat-{kind}{level}"
+            lines.append(f"{cls} {{ background: {bg}; color: {fg}; }} {cls} a {{ color: {fg}; }}")
+    return "\n".join(lines)
 
 
 def _percent(share: float) -> str:
@@ -612,14 +641,13 @@ def matrix_page(request: HttpRequest, model_version_id: int) -> HttpResponse:
     for row in matrix.rows():
         cells = []
         for cell in row.cells:
-            bg, fg = heat_colours(
+            heat = heat_class(
                 cell.count, max_correct if cell.diagonal else max_error, diagonal=cell.diagonal
             )
             cells.append(
                 {
                     "cell": cell,
-                    "bg": bg,
-                    "fg": fg,
+                    "heat": heat,
                     # Rounded for reading; a cell under 0.5 % still shows "<1".
                     "percent": _percent(cell.share),
                     "current": (cell.true_label, cell.predicted_label) == (true_label, pred_label),

@@ -108,7 +108,7 @@ def test_overlay_toggle_opacity_regions_and_walking_a_cell(page, login, media_ro
     expect(region).to_have_count(1)
     colour = region.get_attribute("stroke")
     expect(page.locator("[data-region-legend]")).to_contain_text(expert.username)
-    assert colour in page.locator("[data-region-legend] .swatch").get_attribute("style")
+    assert page.locator("[data-region-legend] .swatch rect").get_attribute("fill") == colour
 
     toggle = page.get_by_role("button", name=re.compile("Saliency shown"))
     page.keyboard.press("v")

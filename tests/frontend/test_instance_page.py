@@ -242,7 +242,7 @@ def test_each_expert_s_regions_in_their_colour_with_a_legend(world):
     for expert in (a, b):
         (colour,) = by_expert[expert.username]
         assert re.search(
-            rf'background:{colour}" aria-hidden="true"></span> {expert.username}', legend
+            rf'fill="{colour}"/></svg> {expert.username}', legend
         )
     assert c.username not in legend  # drew nothing
 

@@ -84,7 +84,8 @@
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === null || v === undefined || v === false) continue;
       if (k === "class") el.className = v;
-      else if (k === "style") el.setAttribute("style", v);
+      // Through the CSSOM: the Content-Security-Policy refuses style attributes.
+      else if (k === "style") el.style.cssText = v;
       else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
       else el.setAttribute(k, v === true ? "" : v);
     }

@@ -5,6 +5,7 @@ comes from, and per address whatever account it tries."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.conf import settings
@@ -32,7 +33,9 @@ class LoginRateByUsername(SimpleRateThrottle):
         username = str(data.get("username", "") if hasattr(data, "get") else "").strip().lower()
         if not username:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": username[:150]}
+        # Hashed: a cache key must be short and plain whatever a client sends as a name.
+        digest = hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()[:32]
+        return self.cache_format % {"scope": self.scope, "ident": digest}
 
 
 LOGIN_THROTTLES = (LoginRateByAddress, LoginRateByUsername)

@@ -241,9 +241,7 @@ def test_each_expert_s_regions_in_their_colour_with_a_legend(world):
     ]
     for expert in (a, b):
         (colour,) = by_expert[expert.username]
-        assert re.search(
-            rf'fill="{colour}"/></svg> {expert.username}', legend
-        )
+        assert re.search(rf'fill="{colour}"/></svg> {expert.username}', legend)
     assert c.username not in legend  # drew nothing
 
 

@@ -323,6 +323,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No validator badge: Swagger UI would send the schema's URL to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     # The split choices appear as `split` and `default_split`: one enum in the schema.
     "ENUM_NAME_OVERRIDES": {"SplitEnum": "annotations.models.Split"},
     # The error answers (400, 401, 403, 404, 409, 415, 422, 429) where each operation can

@@ -1,14 +1,17 @@
 """Alignment of an expert's expected evidence with a saliency map: the Shared Interest metrics.
 
-Shared Interest (Boggust et al., CHI 2022) compares a human-annotated region ``E`` with the
-region ``S`` a saliency method marks as important:
+Shared Interest (Boggust et al., CHI 2022) compares a human-annotated region ``E`` (the
+paper's ground truth ``G``) with the region ``S`` a saliency method marks as important:
 
 - IoU = |E and S| / |E or S|: how well the two agree overall;
 - ground-truth coverage = |E and S| / |E|: how much of what the expert expects the model uses;
 - saliency coverage = |E and S| / |S|: how much of what the model uses lies where the expert
   expects evidence (low: the model looks elsewhere, for example at a spurious object).
 
-Choices made here, so the numbers mean the same everywhere:
+``shared_interest_scores`` computes the three for a batch of N masks at once, from a boolean
+or a continuous saliency (see its docstring); everything else here builds on it. The
+per-review alignment the product shows (``evidence_alignment``) makes both masks boolean
+first, with the choices below, so the numbers mean the same everywhere:
 
 - **The grid.** Both masks live on the saliency map's grid (its rows and columns), not on the
   image: maps are computed at the model's input size, which is usually coarser than the
@@ -146,21 +149,97 @@ def saliency_mask(
     return (values >= threshold) & (values > 0.0)
 
 
+def shared_interest_scores(
+    ground_truth_masks: np.ndarray, saliency: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The Shared Interest metrics of N pairs at once: ``{"iou", "ground_truth_coverage",
+    "saliency_coverage"}``, each a float64 array of length N.
+
+    ``ground_truth_masks`` (G) is an ``(N, H, W)`` boolean array (0/1 numbers are accepted);
+    ``saliency`` has the same shape and is either boolean (the region S) or continuous
+    (a map s, NaN read as 0, signed allowed). For a boolean S, with |.| counting cells:
+
+    - IoU = |G and S| / |G or S|, ground-truth coverage = |G and S| / |G|,
+      saliency coverage = |G and S| / |S|.
+
+    For a continuous s, S = (s != 0) for IoU and ground-truth coverage, and saliency
+    coverage = sum(G * |s|) / sum(|s|): the share of the map's attribution mass, of either
+    sign, that lies inside G. A 0/1 map therefore scores exactly like the boolean one.
+
+    A ratio whose denominator is empty (no cell in G, in S, or in either; a map of zeros)
+    is 0, never NaN. Raises ValueError on a shape that is not ``(N, H, W)``, on shapes that
+    differ, on ground truth that is not boolean, and on an infinite saliency value.
+    """
+    g = np.asarray(ground_truth_masks)
+    s = np.asarray(saliency)
+    if g.ndim != 3:
+        raise ValueError(f"ground_truth_masks must be an (N, H, W) array, got shape {g.shape}")
+    if s.ndim != 3:
+        raise ValueError(f"saliency must be an (N, H, W) array, got shape {s.shape}")
+    if s.shape != g.shape:
+        raise ValueError(
+            f"saliency has shape {s.shape}, ground_truth_masks has shape {g.shape}: "
+            "they must be equal"
+        )
+    if g.dtype != np.bool_:
+        if not np.isin(g, (0, 1)).all():
+            raise ValueError("ground_truth_masks must be boolean (or only 0 and 1)")
+        g = g.astype(bool)
+    axes = (1, 2)
+    if s.dtype == np.bool_:
+        s_mask = s
+        s_weight = None
+    else:
+        values = np.nan_to_num(s.astype(np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
+        if np.isinf(values).any():
+            raise ValueError("saliency must be finite (NaN counts as 0)")
+        s_mask = values != 0.0
+        s_weight = np.abs(values)
+    both = np.count_nonzero(g & s_mask, axis=axes).astype(np.float64)
+    either = np.count_nonzero(g | s_mask, axis=axes).astype(np.float64)
+    g_cells = np.count_nonzero(g, axis=axes).astype(np.float64)
+    if s_weight is None:
+        inside, total = both, np.count_nonzero(s_mask, axis=axes).astype(np.float64)
+    else:
+        with np.errstate(over="ignore"):  # handled just below
+            total = s_weight.sum(axis=axes)
+        if not np.isfinite(total).all():
+            # Finite values whose sum overflows: the ratio does not change when each map is
+            # divided by its own largest magnitude first.
+            peak = s_weight.max(axis=axes, keepdims=True, initial=0.0)
+            s_weight = s_weight / np.where(peak > 0.0, peak, 1.0)
+            total = s_weight.sum(axis=axes)
+        inside = np.where(g, s_weight, 0.0).sum(axis=axes)
+    return {
+        "iou": _ratio(both, either),
+        "ground_truth_coverage": _ratio(both, g_cells),
+        "saliency_coverage": _ratio(inside, total),
+    }
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator element by element, 0 where the denominator is 0."""
+    out = np.zeros(numerator.shape, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
 def shared_interest(evidence: np.ndarray, saliency: np.ndarray) -> tuple[float, float, float]:
-    """(IoU, ground-truth coverage, saliency coverage) of two boolean masks of one shape.
+    """(IoU, ground-truth coverage, saliency coverage) of two boolean 2-D masks of one shape:
+    ``shared_interest_scores`` for one pair.
 
     An empty E or S gives 0 for the metrics that divide by it.
     """
+    evidence, saliency = np.asarray(evidence), np.asarray(saliency)
     if evidence.shape != saliency.shape:
         raise ValueError(f"mask shapes differ: {evidence.shape} vs {saliency.shape}")
-    both = int(np.count_nonzero(evidence & saliency))
-    either = int(np.count_nonzero(evidence | saliency))
-    e = int(np.count_nonzero(evidence))
-    s = int(np.count_nonzero(saliency))
+    if evidence.ndim != 2:
+        raise ValueError(f"expected 2-D masks, got shape {evidence.shape}")
+    scores = shared_interest_scores(evidence[np.newaxis], saliency.astype(bool)[np.newaxis])
     return (
-        both / either if either else 0.0,
-        both / e if e else 0.0,
-        both / s if s else 0.0,
+        float(scores["iou"][0]),
+        float(scores["ground_truth_coverage"][0]),
+        float(scores["saliency_coverage"][0]),
     )
 
 
@@ -184,11 +263,11 @@ def evidence_alignment(
     grid = (values.shape[1], values.shape[0])
     e_mask = evidence_mask(regions, image_size=image_size, grid=grid)
     s_mask = saliency_mask(values, top_fraction=top_fraction)
-    iou, gtc, sc = shared_interest(e_mask, s_mask)
+    scores = shared_interest_scores(e_mask[np.newaxis], s_mask[np.newaxis])
     return Alignment(
-        iou=round(iou, 4),
-        ground_truth_coverage=round(gtc, 4),
-        saliency_coverage=round(sc, 4),
+        iou=round(float(scores["iou"][0]), 4),
+        ground_truth_coverage=round(float(scores["ground_truth_coverage"][0]), 4),
+        saliency_coverage=round(float(scores["saliency_coverage"][0]), 4),
         top_fraction=top_fraction,
         evidence_cells=int(np.count_nonzero(e_mask)),
         saliency_cells=int(np.count_nonzero(s_mask)),

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.signals import request_finished, request_started
 
 from scripts.chromium import CHROMIUM, CHROMIUM_FLAGS
 
@@ -52,6 +55,35 @@ def browser() -> Iterator:
         browser.close()
 
 
+class _InFlight:
+    """Requests the live server is handling (Django's request signals; its threads run in
+    this process). A page's timers (draft saves, heartbeats, polling) can leave one running
+    when a test ends; the transactional test's flush (TRUNCATE) would then deadlock with it
+    on PostgreSQL, so the page is stopped and these are awaited first."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+        request_started.connect(self.started, weak=False)
+        request_finished.connect(self.finished, weak=False)
+
+    def started(self, **kwargs) -> None:
+        with self.lock:
+            self.count += 1
+
+    def finished(self, **kwargs) -> None:
+        with self.lock:
+            self.count = max(0, self.count - 1)
+
+    def wait_idle(self, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while self.count and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+_IN_FLIGHT = _InFlight()
+
+
 def _screenshot_on_failure(browser, request: pytest.FixtureRequest, **context_options) -> Iterator:
     """A fresh browser context at 1280x800; a full-page screenshot if the test failed."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
@@ -66,6 +98,11 @@ def _screenshot_on_failure(browser, request: pytest.FixtureRequest, **context_op
             page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
         except Exception as exc:  # a crashed page must not hide the test's own failure
             print(f"screenshot failed: {exc}")
+    try:
+        page.goto("about:blank")  # stops the page's timers: no new request starts
+    except Exception as exc:  # a crashed page has none left
+        print(f"leaving the page failed: {exc}")
+    _IN_FLIGHT.wait_idle()
     context.close()
 
 

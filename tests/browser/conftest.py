@@ -67,13 +67,21 @@ class _InFlight:
         request_started.connect(self.started, weak=False)
         request_finished.connect(self.finished, weak=False)
 
+    # Only the live server's threads count: the test client's requests run in the main
+    # thread, and a streamed response a test never closes sends no request_finished.
     def started(self, **kwargs) -> None:
-        with self.lock:
-            self.count += 1
+        if threading.current_thread() is not threading.main_thread():
+            with self.lock:
+                self.count += 1
 
     def finished(self, **kwargs) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            with self.lock:
+                self.count = max(0, self.count - 1)
+
+    def reset(self) -> None:
         with self.lock:
-            self.count = max(0, self.count - 1)
+            self.count = 0
 
     def wait_idle(self, seconds: float = 10.0) -> None:
         deadline = time.monotonic() + seconds
@@ -86,6 +94,7 @@ _IN_FLIGHT = _InFlight()
 
 def _screenshot_on_failure(browser, request: pytest.FixtureRequest, **context_options) -> Iterator:
     """A fresh browser context at 1280x800; a full-page screenshot if the test failed."""
+    _IN_FLIGHT.reset()
     context = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
     context.set_default_timeout(10_000)
     page = context.new_page()

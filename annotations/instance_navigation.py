@@ -113,13 +113,8 @@ def _round_list(user: Any, params: Mapping[str, Any]) -> InstanceList | None:
         filters = review_table.parse_review_filters(params, review_round)
     except ValidationError:
         return None
-    ids: list[int] = []
-    seen: set[int] = set()
     rows = review_table.round_reviews(review_round, filters).values_list("instance_id", flat=True)
-    for instance_id in rows:
-        if instance_id not in seen:  # one instance reviewed by several experts: once
-            seen.add(instance_id)
-            ids.append(instance_id)
+    ids = list(dict.fromkeys(rows))  # an instance reviewed by several experts: once, in order
     query = urlencode({"from": "round", "round": review_round.pk, **filters.as_params()})
     back = reverse("round", args=[review_round.pk])
     if filters.as_params():
